@@ -1,0 +1,1 @@
+"""big_vision_style: JAX reproductions of data-selection methods for visual training."""

@@ -1,0 +1,25 @@
+"""Data sources looked up by name: `get_source(data_config, split)`.
+
+`config.data.name` is `fashion_mnist`, `tfds:<tfds name>` (e.g. `tfds:imagenet2012`) or
+`array_record`; the remaining keys of `config.data` go to that source's `make_source`.
+"""
+from __future__ import annotations
+
+import importlib
+
+
+def get_source(data_config, split: str):
+  kwargs = dict(data_config)
+  name = kwargs.pop('name')
+  if name.startswith('tfds:'):
+    module, kwargs['tfds_name'] = 'tfds_source', name.split(':', 1)[1]
+  else:
+    module = name
+  try:
+    mod = importlib.import_module(f'big_vision_style.datasets.{module}')
+  except ModuleNotFoundError as e:
+    if e.name != f'big_vision_style.datasets.{module}':
+      raise
+    raise ValueError(f'Unknown data source {name!r}: expected fashion_mnist, tfds:<name> or '
+                     'array_record.') from e
+  return mod.make_source(split=split, **kwargs)

@@ -1,0 +1,115 @@
+"""The one data-source interface every dataset implements, and wrappers shared by all of them.
+
+A source is a grain-compatible random-access data source: `len(source)` and `source[i]`, where
+`source[i]` is a dict with at least
+  image: uint8 array [H, W, C] (or encoded bytes that the pipeline's `decode` op turns into one),
+  label: int32 class index,
+  id:    int64, stable across runs, splits and label noise; later work caches per-example
+         scores and embeddings by this id.
+Sources also expose `num_classes`, and `ids` (all ids of the split, in index order) so that
+per-example caches can be built without decoding images.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+
+
+class Source(Protocol):
+  num_classes: int
+  ids: np.ndarray
+
+  def __len__(self) -> int: ...
+
+  def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+
+def holdout_split_indices(num_examples: int, holdout_size: int, split_seed: int):
+  """Deterministic disjoint (train, holdout) index sets over an official train split.
+
+  Holdout is a seeded random slice (not the tail) so that it is class-balanced in expectation
+  whatever the order of the underlying files. Both are returned sorted, so an index's position
+  in the split never depends on anything but (num_examples, holdout_size, split_seed).
+  """
+  if not 0 <= holdout_size < num_examples:
+    raise ValueError(
+        f'holdout_size={holdout_size} must be in [0, {num_examples}) for a train split of '
+        f'{num_examples} examples; set config.data.holdout_size accordingly.')
+  perm = np.random.default_rng(split_seed).permutation(num_examples)
+  return np.sort(perm[holdout_size:]), np.sort(perm[:holdout_size])
+
+
+def select_split(split: str, num_train: int, holdout_size: int, split_seed: int):
+  """Indices into the official train split for our `train` / `holdout` splits."""
+  train_idx, holdout_idx = holdout_split_indices(num_train, holdout_size, split_seed)
+  if split == 'train':
+    return train_idx
+  if split == 'holdout':
+    return holdout_idx
+  raise ValueError(f'Unknown split {split!r}: expected one of train, holdout, test.')
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelNoise:
+  """Symmetric label noise: exactly round(rate * n) examples get a uniformly random *other* label.
+
+  Which examples flip, and to what, depends only on (ids, num_classes, rate, seed); the flip is
+  stored as an offset in [1, num_classes) so it can be applied lazily to any source, including
+  TFDS sources whose labels are only known when a record is read.
+  """
+  flipped_ids: np.ndarray  # sorted int64
+  _offset_by_position: np.ndarray  # int32 [n], 0 where not flipped
+
+  @classmethod
+  def make(cls, ids: np.ndarray, num_classes: int, rate: float, seed: int) -> 'LabelNoise':
+    if not 0.0 <= rate <= 1.0:
+      raise ValueError(f'label_noise={rate} is out of range; it must be in [0, 1].')
+    n = len(ids)
+    rng = np.random.default_rng(seed)
+    positions = rng.choice(n, size=int(round(rate * n)), replace=False)
+    offsets = np.zeros(n, np.int32)
+    offsets[positions] = rng.integers(1, num_classes, size=len(positions))
+    return cls(np.sort(np.asarray(ids)[positions]).astype(np.int64), offsets)
+
+  def apply(self, position: int, label: int, num_classes: int) -> int:
+    return (int(label) + int(self._offset_by_position[position])) % num_classes
+
+  def apply_all(self, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    return ((labels.astype(np.int64) + self._offset_by_position) % num_classes).astype(np.int32)
+
+
+class ArraySource:
+  """An in-memory split: images, labels and ids as numpy arrays (small datasets)."""
+
+  def __init__(self, images: np.ndarray, labels: np.ndarray, ids: np.ndarray, num_classes: int,
+               label_noise: LabelNoise | None = None):
+    if not len(images) == len(labels) == len(ids):
+      raise ValueError(f'Mismatched lengths: {len(images)} images, {len(labels)} labels, '
+                       f'{len(ids)} ids.')
+    if len(images) == 0:
+      raise ValueError('Refusing to build an empty dataset split.')
+    self.images = images
+    self.clean_labels = labels.astype(np.int32)
+    self.labels = (label_noise.apply_all(self.clean_labels, num_classes)
+                   if label_noise is not None else self.clean_labels)
+    self.ids = ids.astype(np.int64)
+    self.num_classes = num_classes
+    self.flipped_ids = (label_noise.flipped_ids if label_noise is not None
+                        else np.zeros([0], np.int64))
+
+  def __len__(self) -> int:
+    return len(self.ids)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    return {'image': self.images[index], 'label': self.labels[index], 'id': self.ids[index]}
+
+  def __repr__(self):
+    return (f'ArraySource(n={len(self)}, image_shape={self.images.shape[1:]}, '
+            f'flipped={len(self.flipped_ids)})')
+
+
+def check_split_name(split: str, allowed: Sequence[str] = ('train', 'holdout', 'test')):
+  if split not in allowed:
+    raise ValueError(f'Unknown split {split!r}: expected one of {", ".join(allowed)}.')

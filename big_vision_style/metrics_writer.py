@@ -1,0 +1,69 @@
+"""Metrics to `metrics.jsonl` (one JSON object per logged step), TensorBoard (clu) and console."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+
+import jax
+
+
+class MetricsWriter:
+
+  def __init__(self, workdir: str, *, total_steps: int, resume_step: int = 0):
+    self.path = os.path.join(workdir, 'metrics.jsonl')
+    self.is_main = jax.process_index() == 0
+    self.total_steps = total_steps
+    if self.is_main:
+      os.makedirs(workdir, exist_ok=True)
+      self._drop_rows_after(resume_step)
+    from clu import metric_writers  # pylint: disable=g-import-not-at-top  (imports TF: slow)
+    self._tb = metric_writers.create_default_writer(
+        workdir, just_logging=not self.is_main, asynchronous=False)
+    self._rate_t, self._rate_step = time.time(), resume_step
+
+  def _drop_rows_after(self, step: int):
+    """A resumed run re-does the steps after its checkpoint: drop their stale rows first."""
+    if not os.path.exists(self.path):
+      return
+    with open(self.path) as f:
+      rows = [line for line in f if line.strip() and json.loads(line)['step'] <= step]
+    tmp = self.path + '.tmp'
+    with open(tmp, 'w') as f:
+      f.writelines(rows)
+    os.replace(tmp, self.path)
+
+  def write(self, step: int, metrics: dict):
+    metrics = {k: float(v) if not isinstance(v, (int, str)) else v for k, v in metrics.items()}
+    if self.is_main:
+      with open(self.path, 'a') as f:
+        f.write(json.dumps({'step': step, **metrics}) + '\n')
+    self._tb.write_scalars(step, {k: v for k, v in metrics.items()
+                                  if isinstance(v, (int, float)) and k != 'step'})
+
+  def progress(self, step: int, metrics: dict):
+    now = time.time()
+    rate = (step - self._rate_step) / max(now - self._rate_t, 1e-9)
+    self._rate_t, self._rate_step = now, step
+    eta = (self.total_steps - step) / rate if rate > 0 else math.inf
+    shown = ', '.join(f'{k}={v:.4g}' for k, v in metrics.items()
+                      if k in ('train/loss', 'eval/test/accuracy', 'train/lr'))
+    logging.info('[%d/%d] %.2f steps/s, ETA %s | %s', step, self.total_steps, rate,
+                 _fmt_seconds(eta), shown)
+
+  def flush(self):
+    self._tb.flush()
+
+
+def _fmt_seconds(s: float) -> str:
+  if not math.isfinite(s):
+    return '?'
+  s = int(s)
+  return f'{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s' if s >= 3600 else f'{s // 60}m{s % 60:02d}s'
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f if line.strip()]

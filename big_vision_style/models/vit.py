@@ -1,0 +1,157 @@
+"""Vision Transformer, following big_vision's models/vit.py (pre-LN encoder, GAP or [CLS] pool).
+
+Variant strings as in big_vision: `mu`, `Ti`, `S`, `M`, `B`, `L`, `H`, with `/patch`, e.g.
+`Ti/16`, `S/4`. At 28x28 use a patch that divides 28 (4, 7, 14).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+# name: (width, depth, mlp_dim, num_heads). `mu` is the paper's tiny actor (about 1000x < L).
+VARIANTS = {
+    'mu': (32, 1, 128, 2),
+    'Ti': (192, 12, 768, 3),
+    'S': (384, 12, 1536, 6),
+    'M': (512, 12, 2048, 8),
+    'B': (768, 12, 3072, 12),
+    'L': (1024, 24, 4096, 16),
+    'H': (1280, 32, 5120, 16),
+}
+
+
+def decode_variant(variant: str | None) -> dict[str, Any]:
+  """'S/16' -> dict(width=384, depth=12, mlp_dim=1536, num_heads=6, patch_size=(16, 16))."""
+  if variant is None:
+    return {}
+  name, _, patch = variant.partition('/')
+  if name not in VARIANTS:
+    raise ValueError(f'Unknown ViT variant {name!r} in {variant!r}: expected one of '
+                     f'{", ".join(VARIANTS)}.')
+  width, depth, mlp_dim, num_heads = VARIANTS[name]
+  out = dict(width=width, depth=depth, mlp_dim=mlp_dim, num_heads=num_heads)
+  if patch:
+    out['patch_size'] = (int(patch), int(patch))
+  return out
+
+
+class MlpBlock(nn.Module):
+  mlp_dim: int
+  dropout: float = 0.0
+  dtype_mm: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, deterministic=True):
+    inits = dict(kernel_init=nn.initializers.xavier_uniform(),
+                 bias_init=nn.initializers.normal(stddev=1e-6))
+    d = x.shape[-1]
+    x = nn.Dense(self.mlp_dim, dtype=self.dtype_mm, **inits)(x)
+    x = nn.gelu(x)
+    x = nn.Dropout(rate=self.dropout)(x, deterministic)
+    return nn.Dense(d, dtype=self.dtype_mm, **inits)(x)
+
+
+class Encoder1DBlock(nn.Module):
+  mlp_dim: int
+  num_heads: int
+  dropout: float = 0.0
+  dtype_mm: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, deterministic=True):
+    y = nn.LayerNorm()(x)
+    y = nn.MultiHeadDotProductAttention(
+        num_heads=self.num_heads, kernel_init=nn.initializers.xavier_uniform(),
+        deterministic=deterministic, dtype=self.dtype_mm)(y, y)
+    y = nn.Dropout(rate=self.dropout)(y, deterministic)
+    x = x + y
+    y = nn.LayerNorm()(x)
+    y = MlpBlock(self.mlp_dim, self.dropout, self.dtype_mm)(y, deterministic)
+    y = nn.Dropout(rate=self.dropout)(y, deterministic)
+    return x + y
+
+
+class Encoder(nn.Module):
+  depth: int
+  mlp_dim: int
+  num_heads: int
+  dropout: float = 0.0
+  dtype_mm: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, deterministic=True):
+    # Layers are unrolled rather than nn.scan-ned: simpler, and XLA's cost analysis then sees
+    # every layer (it counts a while-loop body once; flops.py corrects for that anyway).
+    for i in range(self.depth):
+      x = Encoder1DBlock(self.mlp_dim, self.num_heads, self.dropout, self.dtype_mm,
+                         name=f'encoderblock_{i}')(x, deterministic)
+    return nn.LayerNorm(name='encoder_norm')(x)
+
+
+class _Model(nn.Module):
+  num_classes: int | None
+  patch_size: Sequence[int] = (16, 16)
+  width: int = 768
+  depth: int = 12
+  mlp_dim: int = 3072
+  num_heads: int = 12
+  pool_type: str = 'gap'  # 'gap' (global average) or 'tok' ([CLS] token).
+  dropout: float = 0.0
+  head_zeroinit: bool = True
+  dtype_mm: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, image, *, train=False):
+    out = {}
+    x = nn.Conv(self.width, tuple(self.patch_size), strides=tuple(self.patch_size),
+                padding='VALID', name='embedding', dtype=self.dtype_mm)(image)
+    n, h, w, c = x.shape
+    x = jnp.reshape(x, [n, h * w, c])
+    x = x + self.param('pos_embedding', nn.initializers.normal(stddev=1 / c ** 0.5),
+                       (1, h * w, c), x.dtype)
+    if self.pool_type == 'tok':
+      cls = self.param('cls', nn.initializers.zeros, (1, 1, c), x.dtype)
+      x = jnp.concatenate([jnp.tile(cls, [n, 1, 1]), x], axis=1)
+    x = nn.Dropout(rate=self.dropout)(x, not train)
+    x = Encoder(self.depth, self.mlp_dim, self.num_heads, self.dropout, self.dtype_mm,
+                name='Transformer')(x, deterministic=not train)
+    out['encoded'] = x
+    if self.pool_type == 'gap':
+      x = jnp.mean(x, axis=1)
+    elif self.pool_type == 'tok':
+      x = x[:, 0]
+    else:
+      raise ValueError(f'Unknown pool_type {self.pool_type!r}: expected gap or tok.')
+    out['pre_logits'] = x
+    if self.num_classes:
+      kw = {'kernel_init': nn.initializers.zeros} if self.head_zeroinit else {}
+      x = nn.Dense(self.num_classes, name='head', **kw)(x)
+    out['logits'] = x
+    return x, out
+
+
+def Model(num_classes=None, *, variant=None, **kw):  # pylint: disable=invalid-name
+  """Factory: `variant` sets the size; explicit kwargs (e.g. depth=4) override it."""
+  return _Model(num_classes, **{**decode_variant(variant), **kw})
+
+
+def analytic_forward_flops(*, image_size: int, num_classes: int | None, variant=None,
+                           channels: int = 3, **kw) -> float:
+  """Matmul FLOPs (2 per multiply-add) of one image's forward pass.
+
+  Counts the patch embedding, per layer the QKV/output projections (8 N D^2), the attention
+  logits and weighted sum (4 N^2 D) and the MLP (4 N D M), and the head. Norms, softmax and
+  GELU are omitted: they are O(N D) and below 2% at ViT sizes that matter.
+  """
+  cfg = {**dict(patch_size=(16, 16), width=768, depth=12, mlp_dim=3072, pool_type='gap'),
+         **decode_variant(variant), **kw}
+  p = cfg['patch_size'][0]
+  d, m, depth = cfg['width'], cfg['mlp_dim'], cfg['depth']
+  n = (image_size // p) ** 2 + (1 if cfg['pool_type'] == 'tok' else 0)
+  embed = 2 * (image_size // p) ** 2 * p * p * channels * d
+  per_layer = 8 * n * d * d + 4 * n * n * d + 4 * n * d * m
+  head = 2 * d * num_classes if num_classes else 0
+  return float(embed + depth * per_layer + head)

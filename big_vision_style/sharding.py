@@ -1,0 +1,37 @@
+"""Device mesh and multi-host setup.
+
+The mesh has one axis, `data`: batches are split over it and parameters are replicated. Axis
+types are set to Auto explicitly: `jax.make_mesh` now defaults to Explicit axes (sharding in
+types), whereas this code relies on GSPMD propagating shardings from the batch and from
+`out_shardings` annotations.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+import jax
+import numpy as np
+
+
+def maybe_initialize_distributed(config=None):
+  """Multi-host TPU pods need jax.distributed; one host (or CPU tests) must not call it."""
+  wanted = (config or {}).get('distributed')
+  if wanted is None:  # Auto: Cloud TPU VMs of more than one host list all workers here.
+    wanted = ',' in os.environ.get('TPU_WORKER_HOSTNAMES', '')
+  if wanted and not jax.distributed.is_initialized():
+    jax.distributed.initialize()
+    logging.info('jax.distributed: process %d of %d.', jax.process_index(), jax.process_count())
+
+
+def make_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
+  """A 1-D `data` mesh over all devices, or over the first `num_devices` (tests compare 1 vs 8)."""
+  devices = jax.devices()
+  if num_devices:
+    if num_devices > len(devices):
+      raise ValueError(f'config.mesh_devices={num_devices} but only {len(devices)} devices exist.')
+    devices = devices[:num_devices]
+  auto = (jax.sharding.AxisType.Auto,)
+  if len(devices) == jax.device_count():
+    return jax.make_mesh((len(devices),), ('data',), axis_types=auto)
+  return jax.sharding.Mesh(np.asarray(devices), ('data',), axis_types=auto)
