@@ -20,8 +20,9 @@ class MetricsWriter:
       os.makedirs(workdir, exist_ok=True)
       self._drop_rows_after(resume_step)
     from clu import metric_writers  # pylint: disable=g-import-not-at-top  (imports TF: slow)
-    self._tb = metric_writers.create_default_writer(
-        workdir, just_logging=not self.is_main, asynchronous=False)
+    # TensorBoard only: the console gets our own one-line progress report instead.
+    self._tb = (metric_writers.SummaryWriter(workdir) if self.is_main
+                else metric_writers.MultiWriter([]))
     self._rate_t, self._rate_step = time.time(), resume_step
 
   def _drop_rows_after(self, step: int):

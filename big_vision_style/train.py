@@ -60,6 +60,10 @@ def validate(config, mesh):
     raise ValueError(
         f'config.input.batch_size={config.input.batch_size} is not divisible by the {n} devices '
         f'of the data axis; use a multiple of {n} (or fewer devices via config.mesh_devices).')
+  for name, ev in config.get('evals', {}).items():
+    if ev.get('batch_size', 1024) % n:
+      raise ValueError(f'config.evals.{name}.batch_size={ev.batch_size} is not divisible by the '
+                       f'{n} devices of the data axis; use a multiple of {n}.')
   if not 0.0 <= config.get('label_smoothing', 0.0) < 1.0:
     raise ValueError(f'config.label_smoothing={config.label_smoothing} must be in [0, 1).')
 

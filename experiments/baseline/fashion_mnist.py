@@ -45,7 +45,7 @@ def get_config(arg=None):
   config.log_training_steps = 50
   config.ckpt_steps = 500
   config.evals = ml_collections.ConfigDict()
-  config.evals.test = dict(type='classification', split='test', log_steps=500, batch_size=1000)
+  config.evals.test = dict(type='classification', split='test', log_steps=500, batch_size=1024)
 
   if arg.runlocal:  # Seconds on a laptop CPU: tiny model, few steps, frequent logs.
     config.model.update(width=32, depth=2, mlp_dim=64, num_heads=2)
@@ -54,5 +54,5 @@ def get_config(arg=None):
     config.total_steps = 20
     config.log_training_steps = 5
     config.ckpt_steps = 10
-    config.evals.test.update(log_steps=10, batch_size=500)
+    config.evals.test.update(log_steps=10, batch_size=512)
   return config
