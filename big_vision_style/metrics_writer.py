@@ -4,20 +4,24 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 
+from etils import epath
 import jax
 
 
 class MetricsWriter:
 
   def __init__(self, workdir: str, *, total_steps: int, resume_step: int = 0):
-    self.path = os.path.join(workdir, 'metrics.jsonl')
+    # epath: the workdir may be a gs:// bucket on Cloud TPU VMs.
+    self.path = epath.Path(workdir) / 'metrics.jsonl'
     self.is_main = jax.process_index() == 0
     self.total_steps = total_steps
+    # Object stores (gs://) cannot append: there each write rewrites the (small) file.
+    self._append = '://' not in str(self.path)
+    self._lines = []
     if self.is_main:
-      os.makedirs(workdir, exist_ok=True)
+      self.path.parent.mkdir(parents=True, exist_ok=True)
       self._drop_rows_after(resume_step)
     from clu import metric_writers  # pylint: disable=g-import-not-at-top  (imports TF: slow)
     # TensorBoard only: the console gets our own one-line progress report instead.
@@ -27,20 +31,23 @@ class MetricsWriter:
 
   def _drop_rows_after(self, step: int):
     """A resumed run re-does the steps after its checkpoint: drop their stale rows first."""
-    if not os.path.exists(self.path):
+    if not self.path.exists():
       return
-    with open(self.path) as f:
-      rows = [line for line in f if line.strip() and json.loads(line)['step'] <= step]
-    tmp = self.path + '.tmp'
-    with open(tmp, 'w') as f:
-      f.writelines(rows)
-    os.replace(tmp, self.path)
+    self._lines = [line + '\n' for line in self.path.read_text().splitlines()
+                   if line.strip() and json.loads(line)['step'] <= step]
+    tmp = self.path.with_suffix('.jsonl.tmp')
+    tmp.write_text(''.join(self._lines))
+    tmp.replace(self.path)
 
   def write(self, step: int, metrics: dict):
     metrics = {k: float(v) if not isinstance(v, (int, str)) else v for k, v in metrics.items()}
     if self.is_main:
-      with open(self.path, 'a') as f:
-        f.write(json.dumps({'step': step, **metrics}) + '\n')
+      self._lines.append(json.dumps({'step': step, **metrics}) + '\n')
+      if self._append:
+        with self.path.open('a') as f:
+          f.write(self._lines[-1])
+      else:
+        self.path.write_text(''.join(self._lines))
     self._tb.write_scalars(step, {k: v for k, v in metrics.items()
                                   if isinstance(v, (int, float)) and k != 'step'})
 
@@ -66,5 +73,5 @@ def _fmt_seconds(s: float) -> str:
 
 
 def read_metrics(workdir: str) -> list[dict]:
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  text = (epath.Path(workdir) / 'metrics.jsonl').read_text()
+  return [json.loads(line) for line in text.splitlines() if line.strip()]

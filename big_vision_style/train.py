@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import time
 
 from absl import app
 from absl import flags
+from etils import epath
 import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding
@@ -68,6 +68,36 @@ def validate(config, mesh):
     raise ValueError(f'config.label_smoothing={config.label_smoothing} must be in [0, 1).')
 
 
+def make_update_fn(model, tx, schedule, train_rng, replicated, *, num_classes: int,
+                   label_smoothing: float = 0.0):
+  """The jitted learner update `(state, batch, step) -> (state, measurements)`.
+
+  Data selection plugs in here: score the super-batch with the actor / reference, pick the
+  learner's batch on device, then update the learner (and the actor) on the selected examples.
+  """
+
+  def learner_loss(params, batch, rng):
+    logits, _ = model.apply({'params': params}, batch['image'], train=True,
+                            rngs={'dropout': rng})
+    per_example = losses.softmax_xent(logits, batch['label'], num_classes=num_classes,
+                                      label_smoothing=label_smoothing)
+    return per_example.mean(), per_example
+
+  @functools.partial(jax.jit, donate_argnums=(0,), out_shardings=(replicated, replicated))
+  def update_fn(state, batch, step):
+    rng = jax.random.fold_in(train_rng, step)
+    learner = state['learner']
+    (loss, _), grads = jax.value_and_grad(learner_loss, has_aux=True)(
+        learner['params'], batch, rng)
+    updates, opt = tx.update(grads, learner['opt'], learner['params'])
+    params = optax.apply_updates(learner['params'], updates)
+    measurements = {'train/loss': loss, 'train/grad_norm': optax.global_norm(grads),
+                    'train/lr': schedule(step - 1)}
+    return {'learner': {'params': params, 'opt': opt}}, measurements
+
+  return update_fn
+
+
 def train(config, workdir: str, *, stop_after_step: int | None = None):
   """Trains (or resumes) and returns the final metrics row.
 
@@ -78,7 +108,7 @@ def train(config, workdir: str, *, stop_after_step: int | None = None):
   validate(config, mesh)
   replicated = NamedSharding(mesh, P())
   if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # Local or gs://.
 
   # ----- Data -----
   train_source = datasets.get_source(config.data, 'train')
@@ -110,26 +140,8 @@ def train(config, workdir: str, *, stop_after_step: int | None = None):
   logging.info('Model %s %s: %.3fM parameters', config.model_name, dict(config.model),
                num_params / 1e6)
 
-  def learner_loss(params, batch, rng):
-    logits, _ = model.apply({'params': params}, batch['image'], train=True,
-                            rngs={'dropout': rng})
-    per_example = losses.softmax_xent(logits, batch['label'], num_classes=num_classes,
-                                      label_smoothing=config.get('label_smoothing', 0.0))
-    return per_example.mean(), per_example
-
-  # Data selection plugs in here: score the super-batch with the actor / reference, pick the
-  # learner's batch on device, then update the learner (and actor) on the selected examples.
-  @functools.partial(jax.jit, donate_argnums=(0,), out_shardings=(replicated, replicated))
-  def update_fn(state, batch, step):
-    rng = jax.random.fold_in(train_rng, step)
-    learner = state['learner']
-    (loss, _), grads = jax.value_and_grad(learner_loss, has_aux=True)(
-        learner['params'], batch, rng)
-    updates, opt = tx.update(grads, learner['opt'], learner['params'])
-    params = optax.apply_updates(learner['params'], updates)
-    measurements = {'train/loss': loss, 'train/grad_norm': optax.global_norm(grads),
-                    'train/lr': schedule(step - 1)}
-    return {'learner': {'params': params, 'opt': opt}}, measurements
+  update_fn = make_update_fn(model, tx, schedule, train_rng, replicated, num_classes=num_classes,
+                             label_smoothing=config.get('label_smoothing', 0.0))
 
   # ----- Checkpoint: resume if there is one -----
   ckpt = checkpointing.Checkpointer(workdir, max_to_keep=config.get('ckpt_keep', 2))

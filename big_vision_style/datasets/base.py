@@ -12,7 +12,7 @@ per-example caches can be built without decoding images.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -113,3 +113,61 @@ class ArraySource:
 def check_split_name(split: str, allowed: Sequence[str] = ('train', 'holdout', 'test')):
   if split not in allowed:
     raise ValueError(f'Unknown split {split!r}: expected one of {", ".join(allowed)}.')
+
+
+class LazySource:
+  """A split over a random-access record source, decoded one record at a time.
+
+  `indices[i]` is the position in `records` of our split's i-th example, `ids[i]` its stable id.
+  `decode` maps a raw record to (image uint8 [H, W, C], label); it must be picklable (a
+  module-level function or a partial of one) because grain ships sources to worker processes.
+  """
+
+  def __init__(self, records, indices: np.ndarray, ids: np.ndarray, num_classes: int,
+               decode: Callable[[Any], tuple[np.ndarray, int]],
+               label_noise: LabelNoise | None = None, name: str = ''):
+    if len(indices) != len(ids):
+      raise ValueError(f'Mismatched lengths: {len(indices)} indices, {len(ids)} ids.')
+    if len(indices) == 0:
+      raise ValueError(f'Refusing to build an empty dataset split{" of " + name if name else ""}.')
+    self.records = records
+    self.indices = np.asarray(indices, np.int64)
+    self.ids = np.asarray(ids, np.int64)
+    self.num_classes = int(num_classes)
+    self.decode = decode
+    self.label_noise = label_noise
+    self.flipped_ids = (label_noise.flipped_ids if label_noise is not None
+                        else np.zeros([0], np.int64))
+    self.name = name
+
+  def __len__(self) -> int:
+    return len(self.ids)
+
+  def _example(self, position: int, record) -> dict[str, Any]:
+    image, label = self.decode(record)
+    if not 0 <= label < self.num_classes:
+      raise ValueError(f'{self.name}: record with id {self.ids[position]} has label {label}, '
+                       f'outside [0, num_classes={self.num_classes}).')
+    if self.label_noise is not None:
+      label = self.label_noise.apply(position, label, self.num_classes)
+    return {'image': image, 'label': np.int32(label), 'id': self.ids[position]}
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    index = int(index)
+    if not -len(self) <= index < len(self):
+      raise IndexError(f'Index {index} out of range for a split of {len(self)} examples.')
+    position = index % len(self)  # Label noise is keyed by the non-negative position.
+    return self._example(position, self.records[int(self.indices[position])])
+
+  def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+    # Both ArrayRecord readers used here read a batch of keys in parallel threads, which matters
+    # on network file systems; fall back to one-by-one reads otherwise.
+    positions = [int(i) % len(self) for i in indices]
+    keys = [int(self.indices[p]) for p in positions]
+    getitems = getattr(self.records, '__getitems__', None)
+    records = getitems(keys) if getitems is not None else [self.records[k] for k in keys]
+    return [self._example(p, r) for p, r in zip(positions, records)]
+
+  def __repr__(self):
+    return (f'LazySource({self.name}, n={len(self)}, num_classes={self.num_classes}, '
+            f'flipped={len(self.flipped_ids)})')
