@@ -17,8 +17,9 @@ import numpy as np
 def maybe_initialize_distributed(config=None):
   """Multi-host TPU pods need jax.distributed; one host (or CPU tests) must not call it."""
   wanted = (config or {}).get('distributed')
-  if wanted is None:  # Auto: Cloud TPU VMs of more than one host list all workers here.
-    wanted = ',' in os.environ.get('TPU_WORKER_HOSTNAMES', '')
+  if wanted is None:  # Auto: tpu/launch.sh sets BVS_DISTRIBUTED=1 on every TPU worker.
+    wanted = (os.environ.get('BVS_DISTRIBUTED') == '1' or
+              ',' in os.environ.get('TPU_WORKER_HOSTNAMES', ''))
   if wanted and not jax.distributed.is_initialized():
     jax.distributed.initialize()
     logging.info('jax.distributed: process %d of %d.', jax.process_index(), jax.process_count())

@@ -219,7 +219,7 @@ def train(config, workdir: str, *, stop_after_step: int | None = None):
   return {'step': step if total_steps > start_step else start_step, **row}, state
 
 
-class _QuietLibraries(logging.Filter):
+class QuietLibraries(logging.Filter):
   """Orbax logs dozens of INFO lines per save; keep its warnings, drop its chatter."""
 
   def filter(self, record):
@@ -230,7 +230,7 @@ def main(argv):
   del argv
   logging.getLogger().setLevel(logging.INFO)
   for handler in logging.getLogger().handlers + logging.getLogger('absl').handlers:
-    handler.addFilter(_QuietLibraries())
+    handler.addFilter(QuietLibraries())
   train(_CONFIG.value, _WORKDIR.value)
 
 

@@ -153,6 +153,8 @@ header+=$(printf '\nrun=%q\nrel_dest=%q\nrel_venv=%q\nconfig=%q\nworkdir=%q\next
   "$run" "$BVS_REMOTE_DIR" "$BVS_REMOTE_VENV" "$config" "$workdir")
 for a in "$@"; do header+=$(printf ' %q' "$a"); done
 header+=$')\n'
+# Every worker of a TPU VM joins jax.distributed (harmless on a single host, required on a pod).
+header+=$'export BVS_DISTRIBUTED=1\n'
 for var in TFDS_DATA_DIR XLA_FLAGS LIBTPU_INIT_ARGS; do
   if [[ -n "${!var:-}" ]]; then
     header+=$(printf 'export %s=%q' "$var" "${!var}")$'\n'
