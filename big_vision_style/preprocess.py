@@ -50,6 +50,8 @@ def make(image_size: int, mean: Sequence[float] = (0.5,), std: Sequence[float] =
     if 'flip' in augment and rng.random() < 0.5:
       image = image[:, ::-1]
     image = (image.astype(np.float32) - mean) / std
-    return {'image': image, 'label': np.int32(example['label']), 'id': np.int64(example['id'])}
+    # Other per-example fields (label_flipped, cached scores, ...) pass through unchanged.
+    return {**example, 'image': image, 'label': np.int32(example['label']),
+            'id': np.int64(example['id'])}
 
   return fn

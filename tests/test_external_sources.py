@@ -184,7 +184,7 @@ def test_tfds_source_splits_ids_and_records(tfds_dir):
     assert source.num_classes == NUM_CLASSES
     keys[split] = set()
     for i, ex in enumerate(_all(source)):
-      assert set(ex) == {'image', 'label', 'id'}
+      assert set(ex) == {'image', 'label', 'id', 'label_flipped'}
       assert ex['image'].shape == (8, 8, 3) and ex['image'].dtype == np.uint8
       assert ex['label'].dtype == np.int32 and ex['id'] == ids[split][i]
       ref = (reference['validation'][ex['id'] - NUM_TRAIN] if split == 'test'

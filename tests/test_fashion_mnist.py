@@ -40,6 +40,8 @@ def test_label_noise_flips_exactly_the_configured_fraction(rate):
   assert changed.sum() == round(rate * len(clean)) == len(noisy.flipped_ids)
   np.testing.assert_array_equal(np.sort(noisy.ids[changed]), noisy.flipped_ids)
   np.testing.assert_array_equal(noisy.clean_labels, clean.labels)
+  for i in range(0, len(noisy), 997):  # Records carry the flag that selection metrics use.
+    assert noisy[i]['label_flipped'] == changed[i]
   if rate:
     # Symmetric: every wrong class is about equally likely.
     offsets = (noisy.labels[changed] - clean.labels[changed]) % 10

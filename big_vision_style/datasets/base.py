@@ -5,7 +5,9 @@ A source is a grain-compatible random-access data source: `len(source)` and `sou
   image: uint8 array [H, W, C] (or encoded bytes that the pipeline's `decode` op turns into one),
   label: int32 class index,
   id:    int64, stable across runs, splits and label noise; later work caches per-example
-         scores and embeddings by this id.
+         scores and embeddings by this id,
+  label_flipped: bool, whether label noise changed this example's label (so a run can report
+         what fraction of the examples a selection policy picks are noisy).
 Sources also expose `num_classes`, and `ids` (all ids of the split, in index order) so that
 per-example caches can be built without decoding images.
 """
@@ -103,7 +105,8 @@ class ArraySource:
     return len(self.ids)
 
   def __getitem__(self, index: int) -> dict[str, Any]:
-    return {'image': self.images[index], 'label': self.labels[index], 'id': self.ids[index]}
+    return {'image': self.images[index], 'label': self.labels[index], 'id': self.ids[index],
+            'label_flipped': self.labels[index] != self.clean_labels[index]}
 
   def __repr__(self):
     return (f'ArraySource(n={len(self)}, image_shape={self.images.shape[1:]}, '
@@ -148,9 +151,11 @@ class LazySource:
     if not 0 <= label < self.num_classes:
       raise ValueError(f'{self.name}: record with id {self.ids[position]} has label {label}, '
                        f'outside [0, num_classes={self.num_classes}).')
+    clean = label
     if self.label_noise is not None:
       label = self.label_noise.apply(position, label, self.num_classes)
-    return {'image': image, 'label': np.int32(label), 'id': self.ids[position]}
+    return {'image': image, 'label': np.int32(label), 'id': self.ids[position],
+            'label_flipped': np.bool_(label != clean)}
 
   def __getitem__(self, index: int) -> dict[str, Any]:
     index = int(index)
