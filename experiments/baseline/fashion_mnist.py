@@ -7,8 +7,12 @@ compared against).
   python -m big_vision_style.train \
       --config experiments/baseline/fashion_mnist.py:runlocal --workdir /tmp/smoke
 
-Args (comma-separated): runlocal, seed=N, variant=Ti/7, epochs=N, batch=N, label_noise=F,
-depth=N (overrides the variant's depth), width=N.
+Args (comma-separated): runlocal, demo, seed=N, variant=Ti/7, depth=N (overrides the variant's
+depth; 0 keeps it), width=N, epochs=N, batch=N, label_noise=F, lr=F.
+
+The default learner is a ViT-Ti/7 cut to 4 layers (width 192, 16 tokens of 7x7 pixels, 175
+MFLOP per training example): the largest ViT for which a 10-epoch run takes about 20 minutes
+on a 2-core CPU. `demo` is the 2-minute version that `make demo` runs.
 """
 import ml_collections
 
@@ -16,7 +20,8 @@ from big_vision_style import config_utils
 
 
 def get_config(arg=None):
-  arg = config_utils.parse_arg(arg, runlocal=False, seed=0, variant='Ti/7', depth=0, width=0,
+  arg = config_utils.parse_arg(arg, runlocal=False, demo=False, seed=0, variant='Ti/7', depth=4,
+                               width=0,
                                epochs=10.0, batch=256, label_noise=0.0, lr=1e-3)
   config = ml_collections.ConfigDict()
   config.seed = arg.seed
@@ -45,7 +50,12 @@ def get_config(arg=None):
   config.log_training_steps = 50
   config.ckpt_steps = 500
   config.evals = ml_collections.ConfigDict()
-  config.evals.test = dict(type='classification', split='test', log_steps=500, batch_size=1024)
+  config.evals.test = dict(type='classification', split='test', log_steps=250, batch_size=1024)
+
+  if arg.demo:  # About 2 minutes on a 2-core CPU.
+    config.model.depth = 2
+    config.total_epochs = 2
+    config.evals.test.log_steps = 100
 
   if arg.runlocal:  # Seconds on a laptop CPU: tiny model, few steps, frequent logs.
     config.model.update(width=32, depth=2, mlp_dim=64, num_heads=2)
