@@ -9,6 +9,7 @@ import os
 import signal
 import threading
 
+from etils import epath
 import jax
 import orbax.checkpoint as ocp
 
@@ -80,3 +81,28 @@ class StopRequest:
   def request(self, reason: str = 'requested'):
     self.signal_name = reason
     self._event.set()
+
+
+def load_trained_params(workdir: str, role: str = 'learner'):
+  """Parameters of `role` from the last checkpoint of a finished run, and its metadata.
+
+  Used to load frozen reference models (Bad Students) and priors (ReLA) by workdir.
+  """
+  directory = os.path.join(workdir, 'checkpoints') if '://' not in workdir else (
+      workdir.rstrip('/') + '/checkpoints')
+  if not epath.Path(directory).exists():
+    raise FileNotFoundError(
+        f'No checkpoint under {directory!r}. Train the model first (e.g. `python -m '
+        'big_vision_style.train --config experiments/bad_students/reference.py --workdir '
+        f'{workdir}`) or fix the path in the config.')
+  manager = ocp.CheckpointManager(directory, item_names=('state', 'data', 'meta'))
+  step = manager.latest_step()
+  if step is None:
+    raise FileNotFoundError(f'{directory!r} holds no finished checkpoint.')
+  restored = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+  manager.close()
+  if role not in restored['state']:
+    raise KeyError(f'Checkpoint {directory}/{step} has roles {sorted(restored["state"])}, '
+                   f'not {role!r}.')
+  return restored['state'][role]['params'], restored['meta']

@@ -18,8 +18,9 @@ from typing import Any
 import jax
 import jax.extend.core as jex_core
 
-# Categories of compute, as the Bad Students paper breaks total cost down.
-CATEGORIES = ('learner_train', 'scoring', 'actor_train', 'reference_train')
+# Categories of compute, as the Bad Students paper breaks total cost down. `scoring` holds the
+# scoring forwards of the actor (or, for RHO, the learner) and the selection itself.
+CATEGORIES = ('learner_train', 'scoring', 'actor_train', 'reference_scoring', 'reference_train')
 
 
 def _flops_of(cost_analysis: Any) -> float:
@@ -130,9 +131,18 @@ class FlopCounter:
     return sum(self.totals.values())
 
   def metrics(self) -> dict[str, float]:
-    out = {f'flops/{c}': v for c, v in self.totals.items()}
-    out['flops/learner'] = self.totals['learner_train']
-    out['flops/total'] = self.total
+    """Per category, and the four amortisation levels of Bad Students (Fig. 5)."""
+    t = self.totals
+    out = {f'flops/{c}': v for c, v in t.items()}
+    out['flops/learner'] = t['learner_train']
+    out['flops/scoring'] = t['scoring']
+    out['flops/actor'] = t['actor_train']
+    out['flops/reference'] = t['reference_scoring'] + t['reference_train']
+    out['flops/total'] = self.total  # Everything counted.
+    out['flops/total_pretrained_reference'] = self.total - t['reference_train']
+    out['flops/total_cached_reference'] = (self.total - t['reference_train'] -
+                                           t['reference_scoring'])
+    out['flops/total_learner_only'] = t['learner_train']  # Fully amortised.
     return out
 
   def state_dict(self) -> dict[str, float]:

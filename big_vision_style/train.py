@@ -7,10 +7,12 @@ A restart with the same --workdir resumes from the last checkpoint, with the dat
 where it stopped: an interrupted-and-resumed run ends with exactly the parameters of an
 uninterrupted one. SIGTERM (a preempted TPU VM) saves a checkpoint before exiting.
 
-The train state is a plain dict keyed by role, `{'learner': {'params', 'opt'}}`. Data-selection
-methods add an online actor (`state['actor']`) and a frozen reference (held outside the state,
-never donated or updated) and pick the learner's batch from a larger super-batch on device,
-inside the same jitted step (see `update_fn`).
+The train state is a plain dict keyed by role: `{'learner': {'params', 'opt'}}`, plus
+`'actor'` (the online actor of Bad Students) and `'reference'` (only when the reference trains
+online). A pretrained reference is frozen: its parameters are passed beside the state, never
+donated, never given to an optimiser. With `config.selection`, each step draws a super-batch,
+scores it, selects the learner's batch on device and updates the learner and the actor on the
+selected examples, all inside one jitted step (see `make_update_fn`).
 """
 from __future__ import annotations
 
@@ -27,19 +29,20 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from ml_collections import config_flags
 import numpy as np
-import optax
 
 from big_vision_style import checkpointing
 from big_vision_style import datasets
 from big_vision_style import evaluators
 from big_vision_style import flops
 from big_vision_style import input_pipeline
-from big_vision_style import losses
 from big_vision_style import metrics_writer
 from big_vision_style import models
 from big_vision_style import optim
 from big_vision_style import preprocess
+from big_vision_style import score_cache
+from big_vision_style import selection
 from big_vision_style import sharding
+from big_vision_style import steps
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file, `path.py:arg`.',
                                           lock_config=True)
@@ -54,12 +57,17 @@ def total_steps_of(config, num_train_examples: int) -> int:
   raise ValueError('Set config.total_steps or config.total_epochs.')
 
 
-def validate(config, mesh):
+def validate(config, mesh, super_batch_size: int):
   n = mesh.shape['data']
   if config.input.batch_size % n:
     raise ValueError(
         f'config.input.batch_size={config.input.batch_size} is not divisible by the {n} devices '
         f'of the data axis; use a multiple of {n} (or fewer devices via config.mesh_devices).')
+  if super_batch_size % n:
+    raise ValueError(
+        f'The super-batch of {super_batch_size} examples (config.input.batch_size / (1 - '
+        f'config.selection.filter_ratio)) is not divisible by the {n} devices of the data axis; '
+        f'choose batch_size and filter_ratio so that it is a multiple of {n}.')
   for name, ev in config.get('evals', {}).items():
     if ev.get('batch_size', 1024) % n:
       raise ValueError(f'config.evals.{name}.batch_size={ev.batch_size} is not divisible by the '
@@ -68,84 +76,261 @@ def validate(config, mesh):
     raise ValueError(f'config.label_smoothing={config.label_smoothing} must be in [0, 1).')
 
 
-def make_update_fn(model, tx, schedule, train_rng, replicated, *, num_classes: int,
-                   label_smoothing: float = 0.0):
-  """The jitted learner update `(state, batch, step) -> (state, measurements)`.
+def selection_config(config):
+  """`config.selection` with defaults; no selection block means uniform i.i.d. batches."""
+  sel = dict(policy='uniform', filter_ratio=0.0, method='sample', temperature=1.0,
+             reference='pretrained', reference_workdir=None, score_cache=None)
+  sel.update(dict(config.get('selection') or {}))
+  if sel['policy'] not in selection.POLICIES:
+    raise ValueError(f'config.selection.policy={sel["policy"]!r}: expected one of '
+                     f'{", ".join(selection.POLICIES)}.')
+  if sel['reference'] not in ('pretrained', 'online', 'cached'):
+    raise ValueError(f'config.selection.reference={sel["reference"]!r}: expected pretrained, '
+                     'online or cached.')
+  return sel
 
-  Data selection plugs in here: score the super-batch with the actor / reference, pick the
-  learner's batch on device, then update the learner (and the actor) on the selected examples.
+
+def make_update_fn(models_by_role, txs, schedule, train_rng, replicated, mesh, *, num_classes,
+                   label_smoothing, sel, batch_size):
+  """The jitted step `(state, frozen, batch, step) -> (state, measurements)`.
+
+  `batch` is the super-batch (B examples, sharded over `data`). Without selection B equals the
+  learner's batch b and the step is a plain update. With it:
+    1. score: per-example losses of the roles the policy needs, on the whole super-batch
+       (evaluation mode, plain cross-entropy; cached reference losses come with the batch);
+    2. select b of B indices over the *global* super-batch (selection.select_indices) and
+       gather them so that only the selected examples move between devices;
+    3. update the learner and the online actor on exactly those examples; an online
+       reference trains on the whole super-batch (ClassAct-Online).
   """
+  needs = selection.needs(sel['policy'])
+  selecting = batch_size != sel['super_batch_size'] or sel['policy'] != 'uniform'
 
-  def learner_loss(params, batch, rng):
-    logits, _ = model.apply({'params': params}, batch['image'], train=True,
-                            rngs={'dropout': rng})
-    per_example = losses.softmax_xent(logits, batch['label'], num_classes=num_classes,
-                                      label_smoothing=label_smoothing)
-    return per_example.mean(), per_example
-
-  @functools.partial(jax.jit, donate_argnums=(0,), out_shardings=(replicated, replicated))
-  def update_fn(state, batch, step):
+  def update_fn(state, frozen, batch, step):
     rng = jax.random.fold_in(train_rng, step)
-    learner = state['learner']
-    (loss, _), grads = jax.value_and_grad(learner_loss, has_aux=True)(
-        learner['params'], batch, rng)
-    updates, opt = tx.update(grads, learner['opt'], learner['params'])
-    params = optax.apply_updates(learner['params'], updates)
-    measurements = {'train/loss': loss, 'train/grad_norm': optax.global_norm(grads),
-                    'train/lr': schedule(step - 1)}
-    return {'learner': {'params': params, 'opt': opt}}, measurements
+    rng_select, rng_learner, rng_actor, rng_reference = jax.random.split(rng, 4)
+    measurements = {}
 
-  return update_fn
+    def score_loss(role, params):
+      return steps.per_example_loss(models_by_role[role], params, batch, num_classes=num_classes)
+
+    if selecting:
+      losses_by_role = {}
+      if 'actor' in needs:
+        losses_by_role['actor_loss'] = score_loss('actor', state['actor']['params'])
+      if 'learner' in needs:
+        losses_by_role['learner_loss'] = score_loss('learner', state['learner']['params'])
+      if 'reference' in needs:
+        if sel['reference'] == 'cached':
+          losses_by_role['reference_loss'] = batch['reference_loss']
+        elif sel['reference'] == 'online':
+          losses_by_role['reference_loss'] = score_loss('reference', state['reference']['params'])
+        else:
+          losses_by_role['reference_loss'] = score_loss('reference', frozen['reference'])
+      scores = selection.score(sel['policy'], **losses_by_role)
+      indices = selection.select_indices(scores, batch_size, rng_select, method=sel['method'],
+                                         temperature=sel['temperature'])
+      chosen = selection.gather(batch, indices, mesh)
+      # What the policy prefers: mean score of selected vs unselected, and label noise picked.
+      is_chosen = jnp.zeros(scores.shape, bool).at[indices].set(True)
+      num_rest = max(scores.shape[0] - batch_size, 1)
+      measurements['selection/score_selected'] = jnp.mean(scores[indices])
+      measurements['selection/score_unselected'] = jnp.sum(jnp.where(is_chosen, 0, scores)) / num_rest
+      if 'label_flipped' in batch:
+        measurements['selection/flipped_selected'] = jnp.mean(chosen['label_flipped'])
+        measurements['selection/flipped_superbatch'] = jnp.mean(batch['label_flipped'])
+      for name, loss in losses_by_role.items():
+        measurements[f'selection/{name}'] = jnp.mean(loss)
+    else:
+      chosen = batch
+
+    new_state = {}
+    update = functools.partial(steps.sgd_step, num_classes=num_classes,
+                               label_smoothing=label_smoothing)
+    new_state['learner'], m = update(models_by_role['learner'], txs['learner'], state['learner'],
+                                     chosen, rng_learner)
+    measurements.update({'train/loss': m['loss'], 'train/grad_norm': m['grad_norm'],
+                         'train/lr': schedule(step - 1)})
+    if 'actor' in state:  # Same objective as the learner, on the same selected examples.
+      new_state['actor'], m = update(models_by_role['actor'], txs['actor'], state['actor'],
+                                     chosen, rng_actor)
+      measurements['actor/loss'] = m['loss']
+    if 'reference' in state:  # Online reference: sees the whole super-batch.
+      new_state['reference'], m = update(models_by_role['reference'], txs['reference'],
+                                         state['reference'], batch, rng_reference)
+      measurements['reference/loss'] = m['loss']
+    return new_state, measurements
+
+  return jax.jit(update_fn, donate_argnums=(0,), out_shardings=(replicated, replicated))
+
+
+def measure_categories(models_by_role, txs, state, frozen, batch_spec, chosen_spec, *,
+                       num_classes, label_smoothing, sel):
+  """FLOPs per step by category, each from XLA's cost analysis of that piece compiled alone.
+
+  Categories: learner_train, scoring (actor or learner forwards on the super-batch),
+  actor_train, reference_scoring, reference_train. The whole step is measured too, by the
+  caller; whatever it holds beyond these pieces (Gumbel noise, top-k, gather) is selection
+  overhead and is added to `scoring`.
+  """
+  needs = selection.needs(sel['policy'])
+  selecting = sel['super_batch_size'] != chosen_spec['image'].shape[0] or sel['policy'] != 'uniform'
+  rng = jax.random.key(0)
+
+  def train_cost(role, spec):
+    fn = jax.jit(functools.partial(steps.sgd_step, models_by_role[role], txs[role],
+                                   num_classes=num_classes, label_smoothing=label_smoothing))
+    return flops.compile_and_measure(fn, state[role], spec, rng)[1].flops
+
+  def score_cost(role, params):
+    fn = jax.jit(functools.partial(steps.per_example_loss, models_by_role[role],
+                                   num_classes=num_classes))
+    return flops.compile_and_measure(fn, params, batch_spec)[1].flops
+
+  cost = {c: 0.0 for c in flops.CATEGORIES}
+  cost['learner_train'] = train_cost('learner', chosen_spec)
+  if 'actor' in state:
+    cost['actor_train'] = train_cost('actor', chosen_spec)
+  if 'reference' in state:
+    cost['reference_train'] = train_cost('reference', batch_spec)
+  if selecting:
+    if 'actor' in needs:
+      cost['scoring'] += score_cost('actor', state['actor']['params'])
+    if 'learner' in needs:
+      cost['scoring'] += score_cost('learner', state['learner']['params'])
+    if 'reference' in needs and sel['reference'] != 'cached':
+      params = (state['reference']['params'] if sel['reference'] == 'online'
+                else frozen['reference'])
+      cost['reference_scoring'] = score_cost('reference', params)
+  return cost
+
+
+def load_config(config_arg: str):
+  """`path.py:arg` -> ConfigDict, as --config does (for tools that run outside absl flags)."""
+  path, _, arg = config_arg.partition(':')
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location('_config', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg or None)
+
+
+def build_role_model(config, role: str, num_classes: int):
+  prefix = '' if role == 'learner' else f'{role}_'
+  name = config.get(f'{prefix}model_name', config.model_name)
+  return models.get_model(name).Model(num_classes=num_classes,
+                                      **config.get(f'{prefix}model' if prefix else 'model'))
+
+
+def load_reference(config, num_classes: int):
+  """(model, frozen params, its training FLOPs) of the pretrained reference named by config."""
+  sel = selection_config(config)
+  if not sel['reference_workdir']:
+    raise ValueError('config.selection.reference_workdir is empty: set it to the workdir of a '
+                     'finished reference run (experiments/bad_students/reference.py).')
+  params, meta = checkpointing.load_trained_params(sel['reference_workdir'])
+  return build_role_model(config, 'reference', num_classes), params, float(
+      sum(meta['flops'].values()))
+
+
+def compute_reference_scores(config):
+  """Scores every training example with the frozen reference: (ids, losses, meta)."""
+  mesh = sharding.make_mesh(config.get('mesh_devices'))
+  source = datasets.get_source(config.data, config.input.get('split', 'train'))
+  model, params, _ = load_reference(config, source.num_classes)
+  pp = preprocess.make(**dict(config.input.pp))
+  bs = config.get('score_cache_batch_size', 1024)
+  ids, scores = score_cache.compute(model, params, source, pp, mesh, batch_size=bs,
+                                    num_classes=source.num_classes)
+  spec = {k: jax.ShapeDtypeStruct((bs,) + np.shape(v), np.asarray(v).dtype)
+          for k, v in pp(source[0]).items()}
+  per_batch = flops.compile_and_measure(jax.jit(functools.partial(
+      steps.per_example_loss, model, num_classes=source.num_classes)), params, spec)[1].flops
+  meta = {'reference_workdir': selection_config(config)['reference_workdir'],
+          'flops': per_batch * len(ids) / bs, 'num_examples': len(ids)}
+  return ids, scores, meta
 
 
 def train(config, workdir: str, *, stop_after_step: int | None = None):
-  """Trains (or resumes) and returns the final metrics row.
+  """Trains (or resumes) and returns (the final metrics row, the final train state).
 
   `stop_after_step` simulates a preemption at that step (used by the resume tests).
   """
   sharding.maybe_initialize_distributed(config)
   mesh = sharding.make_mesh(config.get('mesh_devices'))
-  validate(config, mesh)
+  sel = selection_config(config)
+  batch_size = config.input.batch_size
+  sel['super_batch_size'] = selection.super_batch_size(batch_size, sel['filter_ratio'])
+  validate(config, mesh, sel['super_batch_size'])
   replicated = NamedSharding(mesh, P())
   if jax.process_index() == 0:
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # Local or gs://.
 
-  # ----- Data -----
-  train_source = datasets.get_source(config.data, 'train')
+  # ----- Data: the pipeline yields super-batches of B = b / (1 - f) examples -----
+  train_source = datasets.get_source(config.data, config.input.get('split', 'train'))
   num_classes = train_source.num_classes
+  one_off = {c: 0.0 for c in flops.CATEGORIES}  # Costs paid before step 1.
+  if sel['reference'] == 'cached' and 'reference' in selection.needs(sel['policy']):
+    cache = score_cache.load(sel['score_cache'])
+    train_source = score_cache.WithCachedScores(train_source, cache)
+    one_off['reference_scoring'] = float(cache.meta.get('flops', 0.0))
   pp_kwargs = dict(config.input.get('pp', {}))
   pp_train = preprocess.make(augment=tuple(config.input.get('augment', ())), **pp_kwargs)
   pp_eval = preprocess.make(**pp_kwargs)
-  batch_size = config.input.batch_size
   total_steps = total_steps_of(config, len(train_source))
   train_iter = input_pipeline.make_train_iterator(
-      train_source, global_batch_size=batch_size, seed=config.seed,
+      train_source, global_batch_size=sel['super_batch_size'], seed=config.seed,
       preprocess_fn=pp_train, num_threads=config.input.get('num_threads', 2),
       prefetch=config.input.get('prefetch', 4))
 
-  # ----- Model, optimiser, train state -----
-  model = models.get_model(config.model_name).Model(num_classes=num_classes, **config.model)
+  # ----- Models by role, optimisers, train state -----
+  models_by_role = {'learner': build_role_model(config, 'learner', num_classes)}
   tx, schedule = optim.make_optimizer(config.optax, total_steps)
+  txs = {'learner': tx}
+  needs = selection.needs(sel['policy'])
+  roles = ['learner']
+  if 'actor' in needs:
+    models_by_role['actor'] = build_role_model(config, 'actor', num_classes)
+    txs['actor'] = optim.make_optimizer(config.get('actor_optax', config.optax), total_steps)[0]
+    roles.append('actor')
+  frozen = {}
+  if 'reference' in needs and sel['reference'] == 'online':
+    models_by_role['reference'] = build_role_model(config, 'reference', num_classes)
+    txs['reference'] = optim.make_optimizer(config.reference_optax, total_steps)[0]
+    roles.append('reference')
+  elif 'reference' in needs and sel['reference'] == 'pretrained':
+    models_by_role['reference'], ref_params, one_off['reference_train'] = load_reference(
+        config, num_classes)
+    frozen['reference'] = jax.device_put(ref_params, replicated)
   image_shape = (1, config.input.pp.image_size, config.input.pp.image_size,
                  config.input.get('channels', 1))
 
   def init(rng):
-    params = model.init(rng, jnp.zeros(image_shape, jnp.float32))['params']
-    return {'learner': {'params': params, 'opt': tx.init(params)}}
+    state = {}
+    for role, role_rng in zip(roles, jax.random.split(rng, len(roles))):
+      params = models_by_role[role].init(role_rng, jnp.zeros(image_shape, jnp.float32))['params']
+      state[role] = {'params': params, 'opt': txs[role].init(params)}
+    return state
 
   rng = jax.random.key(config.seed)
   init_rng, train_rng = jax.random.split(rng)
   state = jax.jit(init, out_shardings=replicated)(init_rng)
-  num_params = sum(x.size for x in jax.tree.leaves(state['learner']['params']))
-  logging.info('Model %s %s: %.3fM parameters', config.model_name, dict(config.model),
-               num_params / 1e6)
+  for role in models_by_role:
+    params = state[role]['params'] if role in state else frozen[role]
+    logging.info('%s: %s %s, %.3fM parameters%s', role,
+                 config.get('model_name' if role == 'learner' else f'{role}_model_name'),
+                 dict(config.get('model' if role == 'learner' else f'{role}_model')),
+                 sum(x.size for x in jax.tree.leaves(params)) / 1e6,
+                 ' (frozen)' if role in frozen else '')
 
-  update_fn = make_update_fn(model, tx, schedule, train_rng, replicated, num_classes=num_classes,
-                             label_smoothing=config.get('label_smoothing', 0.0))
+  update_fn = make_update_fn(models_by_role, txs, schedule, train_rng, replicated, mesh,
+                             num_classes=num_classes,
+                             label_smoothing=config.get('label_smoothing', 0.0), sel=sel,
+                             batch_size=batch_size)
 
   # ----- Checkpoint: resume if there is one -----
   ckpt = checkpointing.Checkpointer(workdir, max_to_keep=config.get('ckpt_keep', 2))
-  counter = flops.FlopCounter()
+  counter = flops.FlopCounter(one_off)  # One-off costs (reference training, score cache).
   start_step, wall_s_before = 0, 0.0
   if (latest := ckpt.latest_step()) is not None:
     state, data_state, meta = ckpt.restore(latest, checkpointing.abstract_like(state))
@@ -156,15 +341,24 @@ def train(config, workdir: str, *, stop_after_step: int | None = None):
 
   # ----- Compile once, measure the FLOPs of exactly what runs -----
   t0 = time.time()
-  batch_spec = {k: jax.ShapeDtypeStruct((batch_size,) + np.shape(v), np.asarray(v).dtype,
-                                        sharding=input_pipeline.data_sharding(mesh))
-                for k, v in pp_eval(train_source[0]).items()}
-  update_compiled, update_cost = flops.compile_and_measure(
-      update_fn, state, batch_spec, jax.ShapeDtypeStruct((), jnp.int32))
-  logging.info('Compiled the update in %.1fs: %.4g FLOPs per step (XLA: %.4g per device x %d '
-               'devices, loop correction %.3g).', time.time() - t0, update_cost.flops,
-               update_cost.xla_flops, update_cost.num_devices, update_cost.loop_correction)
+  def spec(size):
+    return {k: jax.ShapeDtypeStruct((size,) + np.shape(v), np.asarray(v).dtype,
+                                    sharding=input_pipeline.data_sharding(mesh))
+            for k, v in pp_eval(train_source[0]).items()}
 
+  update_compiled, update_cost = flops.compile_and_measure(
+      update_fn, state, frozen, spec(sel['super_batch_size']), jax.ShapeDtypeStruct((), jnp.int32))
+  step_cost = measure_categories(models_by_role, txs, state, frozen, spec(sel['super_batch_size']),
+                                 spec(batch_size), num_classes=num_classes,
+                                 label_smoothing=config.get('label_smoothing', 0.0), sel=sel)
+  # Selection overhead (noise, top-k, gather) is what the whole step holds beyond its pieces.
+  step_cost['scoring'] += update_cost.flops - sum(step_cost.values())
+  logging.info('Compiled the update in %.1fs: %.4g FLOPs per step (XLA: %.4g per device x %d '
+               'devices, loop correction %.3g); by category: %s.', time.time() - t0,
+               update_cost.flops, update_cost.xla_flops, update_cost.num_devices,
+               update_cost.loop_correction, {k: f'{v:.3g}' for k, v in step_cost.items()})
+
+  model = models_by_role['learner']
   predict = lambda params, images: model.apply({'params': params}, images)[0]
   evals = {}
   for name, ev_cfg in config.get('evals', {}).items():
@@ -190,13 +384,15 @@ def train(config, workdir: str, *, stop_after_step: int | None = None):
 
   for step in range(start_step + 1, total_steps + 1):
     batch = input_pipeline.to_global(next(train_iter), mesh)
-    state, measurements = update_compiled(state, batch, jnp.asarray(step, jnp.int32))
-    counter.add('learner_train', update_cost.flops)
+    state, measurements = update_compiled(state, frozen, batch, jnp.asarray(step, jnp.int32))
+    for category, cost in step_cost.items():
+      counter.add(category, cost)
 
     is_last = step == total_steps
     due_evals = [n for n, (every, _) in evals.items() if is_last or step % every == 0]
     if is_last or step % log_every == 0 or due_evals:
       row = {'examples_seen': step * batch_size,
+             'examples_scored': step * sel['super_batch_size'],
              **{k: float(v) for k, v in jax.device_get(measurements).items()},
              **counter.metrics(),
              'wall_s': wall_s_before + time.time() - loop_t0}

@@ -60,19 +60,22 @@ def train_step_throughput(model_kwargs: dict, batch_size: int, reps: int, mesh) 
   params = jax.jit(lambda: model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))['params'],
                    out_shardings=replicated)()
   state = {'learner': {'params': params, 'opt': jax.jit(tx.init)(params)}}
-  update = train.make_update_fn(model, tx, schedule, jax.random.key(1), replicated,
-                                num_classes=10, label_smoothing=0.1)
+  sel = train.selection_config(config)
+  sel['super_batch_size'] = batch_size
+  update = train.make_update_fn({'learner': model}, {'learner': tx}, schedule, jax.random.key(1),
+                                replicated, mesh, num_classes=10, label_smoothing=0.1, sel=sel,
+                                batch_size=batch_size)
   data = input_pipeline.data_sharding(mesh)
   batch = {'image': jax.device_put(np.random.randn(batch_size, 28, 28, 1).astype(np.float32),
                                    data),
            'label': jax.device_put(np.arange(batch_size, dtype=np.int32) % 10, data),
            'id': jax.device_put(np.arange(batch_size, dtype=np.int64), data)}
   step = jnp.asarray(1, jnp.int32)
-  compiled, cost = flops.compile_and_measure(update, state, batch, step)
+  compiled, cost = flops.compile_and_measure(update, state, {}, batch, step)
   holder = {'state': state}
 
   def run():
-    holder['state'], m = compiled(holder['state'], batch, step)
+    holder['state'], m = compiled(holder['state'], {}, batch, step)
     jax.block_until_ready(m)
 
   dt = _best_time(run, reps)

@@ -1,0 +1,107 @@
+r"""Reference-score cache: the frozen reference's loss on every training example, by id.
+
+Reference scores never change, so instead of running the reference forward on every
+super-batch, score the training split once and look the scores up (the "reference scores
+precomputed" amortisation level of Bad Students). Scores are of the un-augmented image; configs
+that use the cache should not augment, so that cached and live scores agree exactly.
+
+  python -m big_vision_style.score_cache \
+      --config experiments/bad_students/policy_comparison.py:policy=learnability \
+      --out workdirs/bad_students/reference_scores.npz
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from big_vision_style import input_pipeline
+from big_vision_style import steps
+
+
+class ScoreCache:
+  """Dense id -> score lookup (ids are small non-negative integers in every source)."""
+
+  def __init__(self, ids: np.ndarray, scores: np.ndarray, meta: dict | None = None):
+    self.meta = meta or {}
+    self._table = np.full([int(ids.max()) + 1], np.nan, np.float32)
+    self._table[ids] = scores
+
+  def lookup(self, ids) -> np.ndarray:
+    ids = np.asarray(ids)
+    out = self._table[np.clip(ids, 0, len(self._table) - 1)]
+    missing = (ids >= len(self._table)) | np.isnan(out)
+    if missing.any():
+      raise KeyError(f'{int(missing.sum())} example ids (e.g. {int(ids[missing][0])}) are not in '
+                     'the score cache: it was computed for another split or dataset; recompute '
+                     'it with `python -m big_vision_style.score_cache`.')
+    return out
+
+
+class WithCachedScores:
+  """A source whose records also carry `reference_loss` from a ScoreCache."""
+
+  def __init__(self, source, cache: ScoreCache):
+    self.source, self.cache = source, cache
+    self.ids, self.num_classes = source.ids, source.num_classes
+    cache.lookup(source.ids)  # Fail now, not mid-training, if any id is missing.
+
+  def __len__(self):
+    return len(self.source)
+
+  def __getitem__(self, index):
+    record = self.source[index]
+    return {**record, 'reference_loss': self.cache.lookup(record['id'])[()]}
+
+
+def compute(model, params, source, preprocess_fn, mesh, *, batch_size: int, num_classes: int):
+  """(ids, losses) of every example of `source` under the frozen model."""
+  loss_fn = jax.jit(lambda p, b: steps.per_example_loss(model, p, b, num_classes=num_classes))
+  all_ids, all_losses = [], []
+  for local in input_pipeline.make_eval_batches(source, global_batch_size=batch_size,
+                                                preprocess_fn=preprocess_fn):
+    batch = input_pipeline.to_global(local, mesh)
+    loss = np.asarray(jax.device_get(loss_fn(params, batch)))
+    all_ids.append(local['id'][local['mask']])
+    all_losses.append(loss[local['mask']])  # Single-process: global batch == local batch.
+  return np.concatenate(all_ids), np.concatenate(all_losses).astype(np.float32)
+
+
+def save(path: str, ids, scores, meta: dict):
+  """Atomic: a reader never sees a half-written cache."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = path + '.tmp.npz'
+  np.savez(tmp, ids=ids, scores=scores, meta=json.dumps(meta))
+  os.replace(tmp, path)
+
+
+def load(path: str) -> ScoreCache:
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+        f'No reference score cache at {path!r}. Compute it with `python -m '
+        'big_vision_style.score_cache --config <the selection config> --out PATH`, or set '
+        "config.selection.reference = 'pretrained' to score with the live reference.")
+  with np.load(path) as f:
+    return ScoreCache(f['ids'], f['scores'], json.loads(str(f['meta'])))
+
+
+def main():
+  from big_vision_style import train  # pylint: disable=g-import-not-at-top  (avoid a cycle)
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--config', required=True, help='A selection config, `path.py:arg`.')
+  parser.add_argument('--out', default=None, help='Default: config.selection.score_cache.')
+  args = parser.parse_args()
+  config = train.load_config(args.config)
+  out = args.out or config.selection.score_cache
+  ids, scores, meta = train.compute_reference_scores(config)
+  save(out, ids, scores, meta)
+  print(f'Wrote {len(ids)} reference scores to {out} (mean {scores.mean():.4f}); '
+        f'{meta["flops"]:.4g} FLOPs.')
+
+
+if __name__ == '__main__':
+  main()
