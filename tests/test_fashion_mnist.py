@@ -51,6 +51,14 @@ def test_label_noise_flips_exactly_the_configured_fraction(rate):
   np.testing.assert_array_equal(again.labels, noisy.labels)
 
 
+def test_label_noise_applies_to_train_only_by_default():
+  config = {'name': 'fashion_mnist', 'label_noise': 0.3}
+  assert len(get_source(config, 'test').flipped_ids) == 0
+  assert len(get_source(config, 'holdout').flipped_ids) == 0
+  noisy_holdout = get_source({**config, 'noise_splits': ('train', 'holdout')}, 'holdout')
+  assert len(noisy_holdout.flipped_ids) == 3000
+
+
 def test_label_noise_rate_out_of_range():
   with pytest.raises(ValueError, match='label_noise=1.5 is out of range'):
     base.LabelNoise.make(np.arange(10), 10, 1.5, 0)

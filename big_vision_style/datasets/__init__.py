@@ -2,6 +2,7 @@
 
 `config.data.name` is `fashion_mnist`, `tfds:<tfds name>` (e.g. `tfds:imagenet2012`) or
 `array_record`; the remaining keys of `config.data` go to that source's `make_source`.
+`config.data.label_noise` applies to the splits in `config.data.noise_splits` (default: train).
 """
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ import importlib
 def get_source(data_config, split: str):
   kwargs = dict(data_config)
   name = kwargs.pop('name')
+  # Label noise models noisy *training* data: evaluation and held-out splits stay clean unless
+  # `noise_splits` says otherwise.
+  if split not in kwargs.pop('noise_splits', ('train',)):
+    kwargs['label_noise'] = 0.0
   if name.startswith('tfds:'):
     module, kwargs['tfds_name'] = 'tfds_source', name.split(':', 1)[1]
   else:

@@ -7,9 +7,9 @@ r"""Trains a Bad Students reference model, to be frozen and used for scoring.
       --config experiments/bad_students/reference.py:split=train,label_noise=0.3 \
       --workdir workdirs/bad_students/reference_train_noise0.3
 
-Args: runlocal, tpu, split=holdout|train, label_noise=F (of the train split; the holdout split
-is always clean, like the paper's curated held-out data), epochs=N, actor=Ti (the size name of
-the reference, see common.LOCAL_ACTORS), seed=N.
+Args: runlocal, tpu, split=holdout|train, label_noise=F (noise applies to the train split only,
+so a holdout reference is always clean, like the paper's curated held-out data), epochs=N,
+seed=N.
 """
 from experiments.bad_students import common
 
@@ -21,8 +21,6 @@ def get_config(arg=None):
   # The reference is trained like any learner; its model is the (small) reference model.
   config.model_name = config.reference_model_name
   config.model = config.reference_model
-  if arg.split == 'holdout':
-    config.data.label_noise = 0.0
   del config.selection  # A plain, uniformly sampled run.
   if not arg.runlocal:
     del config.total_steps
