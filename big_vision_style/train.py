@@ -127,7 +127,8 @@ def make_update_fn(models_by_role, txs, schedule, train_rng, replicated, mesh, *
           losses_by_role['reference_loss'] = score_loss('reference', state['reference']['params'])
         else:
           losses_by_role['reference_loss'] = score_loss('reference', frozen['reference'])
-      scores = selection.score(sel['policy'], **losses_by_role)
+      scores = selection.score(sel['policy'], num_examples=batch['label'].shape[0],
+                               **losses_by_role)
       indices = selection.select_indices(scores, batch_size, rng_select, method=sel['method'],
                                          temperature=sel['temperature'])
       chosen = selection.gather(batch, indices, mesh)

@@ -2,10 +2,10 @@
 small frozen reference, with the learner's batch selected from a super-batch on device.
 
 Two scales:
-  local (default): Fashion-MNIST on a CPU. Learner ViT (width 128, depth 4, patch 7: 26 MFLOP
-    per forward). Actors are named after the paper's and keep their FLOP ratio to the ViT-L
-    learner: `B` 3.5x smaller, `S` 16x, `Ti` 50x (ViT-mu/7, the default actor and reference),
-    `mu` about 600x.
+  local (default): Fashion-MNIST on a CPU. Learner ViT (width 96, depth 4, patch 7: 14.7 MFLOP
+    per forward, sized so that the 30-run policy comparison fits in about an hour on 2 cores).
+    Actors are named after the paper's: `B` (2x smaller than the learner), `S` (8x), `Ti`
+    (ViT-mu/7, 31x; the default actor and reference), `mu` (320x).
   tpu: the paper's setting with public data. JFT-300M is private; ImageNet-21k (TFDS
     `imagenet21k` is not in the catalogue: prepare it as ArrayRecord yourself) or ImageNet-1k
     (`tfds:imagenet2012`) substitute for it, with the reference trained on a held-out slice.
@@ -15,7 +15,7 @@ import ml_collections
 from big_vision_style import config_utils
 
 # Local learner and actor sizes (ViT kwargs, patch 7 on 28x28: 16 tokens).
-LOCAL_LEARNER = dict(width=128, depth=4, mlp_dim=512, num_heads=2, patch_size=(7, 7))
+LOCAL_LEARNER = dict(width=96, depth=4, mlp_dim=384, num_heads=2, patch_size=(7, 7))
 LOCAL_ACTORS = {
     'B': dict(width=96, depth=2, mlp_dim=384, num_heads=2, patch_size=(7, 7)),
     'S': dict(width=64, depth=1, mlp_dim=256, num_heads=1, patch_size=(7, 7)),
