@@ -1,0 +1,164 @@
+"""Bad Students in the trainer: the reference is used and frozen, the actor trains on exactly
+the selected examples, the score cache matches the live reference, resume stays bit-exact."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from big_vision_style import checkpointing
+from big_vision_style import input_pipeline
+from big_vision_style import optim
+from big_vision_style import score_cache
+from big_vision_style import selection
+from big_vision_style import sharding
+from big_vision_style import steps
+from big_vision_style import train
+from experiments.bad_students import policy_comparison
+from experiments.bad_students import reference as reference_config
+
+
+@pytest.fixture(scope='module')
+def reference_dir(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('reference'))
+  train.train(reference_config.get_config('runlocal'), workdir)
+  return workdir
+
+
+def _config(reference_dir, extra=''):
+  return policy_comparison.get_config(f'runlocal,reference_workdir={reference_dir}{extra}')
+
+
+def _step_setup(config, mesh, seed=0):
+  """Everything `make_update_fn` needs, for one step on a fixed super-batch."""
+  sel = train.selection_config(config)
+  b = config.input.batch_size
+  sel['super_batch_size'] = selection.super_batch_size(b, sel['filter_ratio'])
+  replicated = jax.NamedSharding(mesh, jax.P())
+  roles = ['learner', 'actor']
+  models_by_role = {r: train.build_role_model(config, r, 10) for r in roles}
+  models_by_role['reference'] = train.build_role_model(config, 'reference', 10)
+  txs = {r: optim.make_optimizer(config.optax, 10)[0] for r in roles}
+  x = jnp.zeros((1, 28, 28, 1))
+  state = {}
+  for i, r in enumerate(roles):
+    params = models_by_role[r].init(jax.random.key(seed + i), x)['params']
+    state[r] = {'params': params, 'opt': txs[r].init(params)}
+  rng = np.random.default_rng(seed)
+  n = sel['super_batch_size']
+  batch = {'image': rng.normal(size=(n, 28, 28, 1)).astype(np.float32),
+           'label': rng.integers(0, 10, n).astype(np.int32), 'id': np.arange(n, dtype=np.int32),
+           'label_flipped': np.zeros(n, bool)}
+  batch = jax.device_put(batch, input_pipeline.data_sharding(mesh))
+  update = train.make_update_fn(models_by_role, txs, optim.make_schedule(config.optax, 10),
+                                jax.random.key(1), replicated, mesh, num_classes=10,
+                                label_smoothing=0.1, sel=sel, batch_size=b)
+  return models_by_role, txs, jax.device_put(state, replicated), batch, update
+
+
+def test_changing_only_the_reference_changes_the_selection(reference_dir):
+  config = _config(reference_dir, ',policy=easy_reference,method=topk')
+  mesh = sharding.make_mesh()
+  models_by_role, _, state, batch, update = _step_setup(config, mesh)
+  del models_by_role
+  # A trained reference and a perturbed copy (a freshly initialised ViT would not do: its
+  # zero-initialised head gives every example the same loss, ln 10).
+  ref_a, _ = checkpointing.load_trained_params(reference_dir)
+  leaves, treedef = jax.tree.flatten(ref_a)
+  keys = jax.random.split(jax.random.key(3), len(leaves))
+  ref_b = jax.tree.unflatten(treedef, [x + 0.5 * jax.random.normal(k, x.shape)
+                                       for x, k in zip(leaves, keys)])
+  copy = lambda s: jax.tree.map(jnp.copy, s)  # The step donates its state argument.
+  step = jnp.asarray(1, jnp.int32)
+  out_a, m_a = update(copy(state), {'reference': ref_a}, batch, step)
+  out_a2, _ = update(copy(state), {'reference': ref_a}, batch, step)
+  out_b, m_b = update(copy(state), {'reference': ref_b}, batch, step)
+  leaves = lambda s: jax.tree.leaves(s['learner']['params'])
+  for x, y in zip(leaves(out_a), leaves(out_a2)):  # Deterministic given the reference...
+    np.testing.assert_array_equal(x, y)
+  assert any(not np.array_equal(x, y) for x, y in zip(leaves(out_a), leaves(out_b)))
+  assert float(m_a['selection/reference_loss']) != float(m_b['selection/reference_loss'])
+  # ...and the selected examples are the reference's easiest ones.
+  assert float(m_a['selection/score_selected']) > float(m_a['selection/score_unselected'])
+
+
+def test_actor_and_learner_train_on_exactly_the_selected_examples(reference_dir):
+  config = _config(reference_dir, ',policy=hard_learner,method=topk')
+  mesh = sharding.make_mesh()
+  models_by_role, txs, state, batch, update = _step_setup(config, mesh)
+  expected_state = jax.device_get(state)
+  # By hand: actor losses on the super-batch, top-b, one update of each role on those.
+  actor_loss = steps.per_example_loss(models_by_role['actor'], state['actor']['params'], batch,
+                                      num_classes=10)
+  b = config.input.batch_size
+  chosen_idx = np.sort(np.argsort(-np.asarray(actor_loss), kind='stable')[:b])
+  chosen = jax.tree.map(lambda x: np.asarray(x)[chosen_idx], batch)
+  rng = jax.random.fold_in(jax.random.key(1), 1)
+  _, rng_learner, rng_actor, _ = jax.random.split(rng, 4)
+  want = {}
+  for role, r in (('learner', rng_learner), ('actor', rng_actor)):
+    want[role], _ = steps.sgd_step(models_by_role[role], txs[role], expected_state[role], chosen,
+                                   r, num_classes=10, label_smoothing=0.1)
+  got, m = update(state, {}, batch, jnp.asarray(1, jnp.int32))
+  for role in ('learner', 'actor'):
+    jax.tree.map(functools.partial(np.testing.assert_allclose, atol=1e-6),
+                 jax.device_get(got[role]['params']), jax.device_get(want[role]['params']))
+  np.testing.assert_allclose(float(m['selection/score_selected']),
+                             np.sort(np.asarray(actor_loss))[-b:].mean(), rtol=1e-5)
+
+
+def test_reference_is_frozen_and_outside_the_optimiser(reference_dir, tmp_path):
+  before, _ = checkpointing.load_trained_params(reference_dir)
+  _, state = train.train(_config(reference_dir, ',policy=learnability'), str(tmp_path))
+  assert set(state) == {'learner', 'actor'}  # No reference params, so no optimiser state.
+  after, _ = checkpointing.load_trained_params(reference_dir)
+  jax.tree.map(np.testing.assert_array_equal, before, after)
+  # An online reference, by contrast, is trained (on the whole super-batch).
+  _, online = train.train(_config(reference_dir, ',policy=learnability,reference=online'),
+                          str(tmp_path / 'online'))
+  assert set(online) == {'learner', 'actor', 'reference'}
+
+
+def test_score_cache_gives_the_same_selection_as_the_live_reference(reference_dir, tmp_path):
+  config = _config(reference_dir, ',policy=easy_reference,method=topk')
+  ids, scores, meta = train.compute_reference_scores(config)
+  assert len(ids) == 50_000 and meta['flops'] > 0
+  path = str(tmp_path / 'scores.npz')
+  score_cache.save(path, ids, scores, meta)
+  live_final, live = train.train(config, str(tmp_path / 'live'))
+  cached_config = _config(reference_dir,
+                          f',policy=easy_reference,method=topk,reference=cached,score_cache={path}')
+  cached_final, cached = train.train(cached_config, str(tmp_path / 'cached'))
+  jax.tree.map(functools.partial(np.testing.assert_allclose, atol=1e-6),
+               jax.device_get(live['learner']['params']),
+               jax.device_get(cached['learner']['params']))
+  np.testing.assert_allclose(live_final['selection/score_selected'],
+                             cached_final['selection/score_selected'], rtol=1e-5)
+  # The cached run counts the one-off cache computation, not a reference forward per step.
+  assert cached_final['flops/reference_scoring'] == pytest.approx(meta['flops'])
+
+
+def test_resume_is_bit_exact_with_selection_on(reference_dir, tmp_path):
+  config = _config(reference_dir, ',policy=learnability')
+  _, whole = train.train(config, str(tmp_path / 'a'))
+  partial, _ = train.train(config, str(tmp_path / 'b'), stop_after_step=4)
+  assert partial['step'] == 4
+  _, resumed = train.train(config, str(tmp_path / 'b'))
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(whole), jax.device_get(resumed))
+
+
+def test_invalid_selection_settings_are_clear_errors(reference_dir, tmp_path):
+  with pytest.raises(ValueError, match='filter_ratio'):
+    train.train(_config(reference_dir, ',filter_ratio=1.0'), str(tmp_path / 'f'))
+  with pytest.raises(ValueError, match='filter_ratio'):
+    train.train(_config(reference_dir, ',filter_ratio=-0.1'), str(tmp_path / 'g'))
+  config = _config(reference_dir, ',filter_ratio=0.2')
+  with config.unlocked():
+    config.input.batch_size = 16  # B = 20: not a multiple of 8 devices.
+  with pytest.raises(ValueError, match='super-batch of 20 examples .* not divisible by the 8'):
+    train.train(config, str(tmp_path / 'h'))
+  with pytest.raises(FileNotFoundError, match='No checkpoint under'):
+    train.train(_config(str(tmp_path / 'nowhere')), str(tmp_path / 'i'))
+  with pytest.raises(ValueError, match='config.selection.policy'):
+    train.train(_config(reference_dir, ',policy=loudest'), str(tmp_path / 'j'))
