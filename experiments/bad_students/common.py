@@ -25,7 +25,7 @@ LOCAL_ACTORS = {
 
 ARGS = dict(runlocal=False, tpu=False, seed=0, policy='learnability', filter_ratio=0.5,
             method='sample', temperature=1.0, label_noise=0.0, actor='Ti', reference='pretrained',
-            reference_workdir='', score_cache='', steps=1200, batch=128, lr=1e-3)
+            reference_workdir='', score_cache='', steps=800, batch=128, lr=1e-3)
 
 
 def parse(arg, **extra):

@@ -1,0 +1,39 @@
+r"""Bad Students Table 1 analogue: RHO-LOSS against ClassAct with three references.
+
+Paper (ViT-B learner, Tiny reference): RHO 0% learner speed-up / -79% compute (the learner
+scores its own super-batch); ClassAct-HO (held-out reference), in-domain reference and
+ClassAct-Online (reference trained in parallel on the whole super-batch, 2x learning rate)
+all about 17-18% learner / 2-3% compute.
+
+  variant=rho        policy=rho, held-out reference
+  variant=holdout    learnability, reference trained on the holdout split (ClassAct-HO)
+  variant=in_domain  learnability, reference trained on the train split
+                     (train it with reference.py:split=train)
+  variant=online     learnability, reference trained online on the super-batch
+
+  python -m big_vision_style.train \
+    --config experiments/bad_students/rho_vs_classact.py:variant=online \
+    --workdir workdirs/bad_students/rho_vs_classact/online
+
+Args: those of common.ARGS plus variant. TPU: ViT-B/16 learner, ViT-Ti/16 actor and reference.
+"""
+from experiments.bad_students import common
+
+_VARIANTS = {
+    'rho': dict(policy='rho'),
+    'holdout': dict(policy='learnability'),
+    'in_domain': dict(policy='learnability',
+                      reference_workdir='workdirs/bad_students/reference_train'),
+    'online': dict(policy='learnability', reference='online'),
+}
+
+
+def get_config(arg=None):
+  arg = common.parse(arg, variant='holdout')
+  if arg.variant not in _VARIANTS:
+    raise ValueError(f'variant={arg.variant!r}: expected one of {", ".join(_VARIANTS)}.')
+  config = common.base_config(arg)
+  config.selection.update(_VARIANTS[arg.variant])
+  if arg.tpu:
+    config.model = dict(variant='B/16', pool_type='gap')
+  return config
