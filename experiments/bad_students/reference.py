@@ -22,8 +22,9 @@ def get_config(arg=None):
   config.model_name = config.reference_model_name
   config.model = config.reference_model
   del config.selection  # A plain, uniformly sampled run.
-  if not arg.runlocal and 'total_steps' in config:
-    del config.total_steps
+  if not arg.runlocal:
+    if 'total_steps' in config:
+      del config.total_steps
     config.total_epochs = arg.epochs if not arg.tpu else 30
   config.evals.test.log_steps = 200
   return config
