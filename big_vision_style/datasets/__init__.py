@@ -6,7 +6,7 @@
 """
 from __future__ import annotations
 
-import importlib
+from big_vision_style import registry
 
 
 def get_source(data_config, split: str):
@@ -20,11 +20,6 @@ def get_source(data_config, split: str):
     module, kwargs['tfds_name'] = 'tfds_source', name.split(':', 1)[1]
   else:
     module = name
-  try:
-    mod = importlib.import_module(f'big_vision_style.datasets.{module}')
-  except ModuleNotFoundError as e:
-    if e.name != f'big_vision_style.datasets.{module}':
-      raise
-    raise ValueError(f'Unknown data source {name!r}: expected fashion_mnist, tfds:<name> or '
-                     'array_record.') from e
+  mod = registry.lookup('datasets', module, 'data source',
+                        'fashion_mnist, tfds:<name> or array_record')
   return mod.make_source(split=split, **kwargs)

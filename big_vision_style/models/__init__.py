@@ -3,13 +3,8 @@
 Every image model maps images [N, H, W, C] to `(logits, out)`, where `out['pre_logits']` is the
 pooled representation (used by scoring, ReLA targets and linear probes).
 """
-import importlib
+from big_vision_style import registry
 
 
 def get_model(name: str):
-  try:
-    return importlib.import_module(f'big_vision_style.models.{name}')
-  except ModuleNotFoundError as e:
-    if e.name != f'big_vision_style.models.{name}':
-      raise
-    raise ValueError(f'Unknown model {name!r}: expected one of vit, cnn.') from e
+  return registry.lookup('models', name, 'model', 'vit, cnn')
