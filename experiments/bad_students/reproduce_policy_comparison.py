@@ -70,7 +70,7 @@ def run_all(args):
                      seed, final.get(ACC, float('nan')), time.time() - t, time.time() - t0)
 
 
-def _curves(workdir, noise, policy, seeds):
+def _curves(workdir, noise, policy, seeds, steps):
   """Per-seed evaluation rows of finished runs."""
   out = {}
   for seed in seeds:
@@ -78,7 +78,7 @@ def _curves(workdir, noise, policy, seeds):
     if not os.path.exists(os.path.join(path, 'metrics.jsonl')):
       continue
     rows = [r for r in metrics_writer.read_metrics(path) if ACC in r]
-    if rows:
+    if rows and rows[-1]['step'] == steps:  # Finished runs only.
       out[seed] = rows
   return out
 
@@ -96,7 +96,7 @@ def analyze(args) -> dict:
     variant = 'clean' if noise == 0 else f'noise{noise:g}'
     per_policy = {}
     for policy in args.policies:
-      runs = _curves(args.workdir, noise, policy, args.seeds)
+      runs = _curves(args.workdir, noise, policy, args.seeds, args.steps)
       if not runs:
         continue
       # Mean curve over the seeds that finished (they share evaluation steps).
