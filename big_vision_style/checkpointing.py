@@ -88,7 +88,8 @@ def load_trained_params(workdir: str, role: str = 'learner'):
 
   Used to load frozen reference models (Bad Students) and priors (ReLA) by workdir.
   """
-  directory = os.path.join(workdir, 'checkpoints') if '://' not in workdir else (
+  # Orbax wants absolute local paths.
+  directory = os.path.join(os.path.abspath(workdir), 'checkpoints') if '://' not in workdir else (
       workdir.rstrip('/') + '/checkpoints')
   if not epath.Path(directory).exists():
     raise FileNotFoundError(
