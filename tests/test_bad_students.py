@@ -1,6 +1,7 @@
 """Bad Students in the trainer: the reference is used and frozen, the actor trains on exactly
 the selected examples, the score cache matches the live reference, resume stays bit-exact."""
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -162,3 +163,11 @@ def test_invalid_selection_settings_are_clear_errors(reference_dir, tmp_path):
     train.train(_config(str(tmp_path / 'nowhere')), str(tmp_path / 'i'))
   with pytest.raises(ValueError, match='config.selection.policy'):
     train.train(_config(reference_dir, ',policy=loudest'), str(tmp_path / 'j'))
+
+
+def test_reference_loads_from_a_relative_workdir(reference_dir):
+  """Configs name workdirs relative to the repo (orbax itself needs absolute paths)."""
+  relative = os.path.relpath(reference_dir)
+  assert not os.path.isabs(relative)
+  params, meta = checkpointing.load_trained_params(relative)
+  assert meta['step'] == 6 and jax.tree.leaves(params)
