@@ -4,9 +4,13 @@ learnability run, against the uniform target of the main policy comparison.
   python -m experiments.bad_students.ablate_learnability \
       --workdir workdirs/bad_students --out results/bad_students
 
-Needs the main comparison's uniform runs (reproduce_policy_comparison.py) in --workdir. Each
-variant changes one thing: sampling (top-k, temperature), filter ratio, actor size, reference
-quality. Writes ablations.json and ablations.md to --out.
+The target (the uniform baseline's final mean accuracy over 3 seeds, and the step and FLOPs at
+which uniform's mean curve first reaches it) comes from the main comparison's finished uniform
+runs in --workdir when they are there, else from its committed `--main_results` (curves.json),
+so the ablation does not need the 30-run sweep to be rerun. Each variant changes one thing:
+sampling (top-k, temperature), filter ratio, actor size, reference quality. The references
+are trained here when missing (finished runs are skipped, unfinished ones resume). Writes
+ablations.json and ablations.md to --out, including each reference's own test accuracy.
 """
 from __future__ import annotations
 
@@ -20,20 +24,37 @@ import numpy as np
 from big_vision_style import metrics_writer
 from big_vision_style import train
 from experiments.bad_students import actor_size_sweep
+from experiments.bad_students import common
 from experiments.bad_students import policy_comparison
+from experiments.bad_students import reference
 from experiments.bad_students import reproduce_policy_comparison as main_sweep
 
-STRONG_REF = 'reference_B_30ep'
-# name: (config args, description).
-VARIANTS = {
-    'default': ('', 'as in the main comparison: f=0.5, sampling at T=1, Ti actor and reference'),
-    'topk': ('method=topk', 'top-k instead of sampling'),
-    'temp0.2': ('temperature=0.2', 'sharper sampling (T=0.2)'),
-    'f0.8': ('filter_ratio=0.8', 'filter ratio 0.8 (super-batch 640)'),
-    'actor_S': ('actor=S', 'an actor 4x larger (S, 8x smaller than the learner)'),
-    'strong_ref': (f'reference_workdir={{workdir}}/{STRONG_REF}',
-                   'a stronger reference: B-size (2x smaller than the learner), 30 epochs'),
+HEADLINE = main_sweep.LEVELS[main_sweep.HEADLINE_LEVEL]
+# Reference workdirs (under --workdir) and how to train each.
+REFERENCES = {
+    'reference_holdout': ('ViT-mu/7 (the default reference), 10 epochs of the 10k holdout',
+                          lambda: reference.get_config()),
+    'reference_B_30ep': ('B-size (2x smaller than the learner), 30 epochs of the 10k holdout',
+                         lambda: _strong_reference_config()),
 }
+# name: (config args, reference workdir name, description).
+VARIANTS = {
+    'default': ('', 'reference_holdout',
+                'as in the main comparison: f=0.5, sampling at T=1, Ti actor and reference'),
+    'topk': ('method=topk', 'reference_holdout', 'top-k instead of sampling'),
+    'temp0.2': ('temperature=0.2', 'reference_holdout', 'sharper sampling (T=0.2)'),
+    'f0.8': ('filter_ratio=0.8', 'reference_holdout', 'filter ratio 0.8 (super-batch 640)'),
+    'actor_S': ('actor=S', 'reference_holdout',
+                'an actor 4x larger (S, 8x smaller than the learner)'),
+    'strong_ref': ('', 'reference_B_30ep', 'a stronger reference: B-size, 30 epochs'),
+}
+
+
+def _strong_reference_config():
+  config = actor_size_sweep.get_config('reference_only,actor=B')
+  with config.unlocked():
+    config.total_epochs = 30
+  return config
 
 
 def _finished_curve(path, steps):
@@ -43,9 +64,34 @@ def _finished_curve(path, steps):
   return rows if rows and rows[-1]['step'] == steps else None
 
 
+def uniform_target(workdir, main_results, noise, steps):
+  """(target accuracy, uniform's step and FLOPs at first reaching it, where it came from)."""
+  runs = [c for s in range(3) if (c := _finished_curve(
+      main_sweep.run_dir(workdir, noise, 'uniform', s), steps))]
+  if runs:
+    accs = np.mean([[r[main_sweep.ACC] for r in c] for c in runs], axis=0)
+    target = float(np.mean([c[-1][main_sweep.ACC] for c in runs]))
+    reach = int(np.argmax(accs >= target - 1e-12))
+    return (target, runs[0][reach]['step'], float(np.mean([c[reach][HEADLINE] for c in runs])),
+            workdir)
+  path = os.path.join(main_results, 'curves.json')
+  variant = 'clean' if noise == 0 else f'noise{noise:g}'
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'No finished uniform runs for noise {noise} under {workdir} and no '
+                            f'{path}: run reproduce_policy_comparison.py first.')
+  with open(path) as f:
+    u = json.load(f)[variant]['uniform']
+  if u['steps'][-1] != steps:
+    raise ValueError(f'{path} holds uniform runs of {u["steps"][-1]} steps, not --steps={steps}.')
+  target = float(np.mean(u['finals']))
+  reach = int(np.argmax(np.asarray(u['acc']) >= target - 1e-12))
+  return target, u['steps'][reach], u['flops'][main_sweep.HEADLINE_LEVEL][reach], path
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--workdir', default='workdirs/bad_students')
+  parser.add_argument('--main_results', default='results/bad_students')
   parser.add_argument('--out', default='results/bad_students')
   parser.add_argument('--noise', default='0,0.3')
   parser.add_argument('--variants', default=','.join(VARIANTS))
@@ -55,74 +101,89 @@ def main():
   main_sweep.setup_logging()
   noises = [float(n) for n in args.noise.split(',')]
   variants = args.variants.split(',')
-  if 'strong_ref' in variants:
-    ref = actor_size_sweep.get_config('reference_only,actor=B')
-    with ref.unlocked():
-      ref.total_epochs = 30
-    train.train(ref, os.path.join(args.workdir, STRONG_REF))
+  unknown = set(variants) - set(VARIANTS)
+  if unknown:
+    parser.error(f'unknown variants {sorted(unknown)}; expected some of {", ".join(VARIANTS)}.')
+
+  references = {}
+  for name in sorted({VARIANTS[v][1] for v in variants}):
+    description, make_config = REFERENCES[name]
+    path = os.path.join(args.workdir, name)
+    train.train(make_config(), path)  # Returns at once when already finished.
+    evaluated = [r for r in metrics_writer.read_metrics(path) if main_sweep.ACC in r]
+    references[name] = {'description': description,
+                        'test_accuracy': evaluated[-1][main_sweep.ACC]}
+    logging.info('Reference %s: test accuracy %s', name, references[name]['test_accuracy'])
+
   results = {}
   for noise in noises:
-    variant_name = 'clean' if noise == 0 else f'noise{noise:g}'
-    uniform = [c for s in range(3) if (c := _finished_curve(
-        main_sweep.run_dir(args.workdir, noise, 'uniform', s), args.steps))]
-    if not uniform:
-      raise FileNotFoundError('Run reproduce_policy_comparison.py first: no finished uniform '
-                              f'runs for noise {noise} under {args.workdir}.')
-    target = float(np.mean([c[-1][main_sweep.ACC] for c in uniform]))
-    u_curve = np.mean([[r[main_sweep.ACC] for r in c] for c in uniform], axis=0)
-    u_reach = int(np.argmax(u_curve >= target - 1e-12))
-    u_step = uniform[0][u_reach]['step']
-    u_flops = np.mean([c[u_reach]['flops/total_pretrained_reference'] for c in uniform])
-    results[variant_name] = {'target_accuracy': target, 'uniform_steps_to_target': u_step,
-                             'variants': {}}
+    data = 'clean' if noise == 0 else f'noise{noise:g}'
+    target, u_step, u_flops, source = uniform_target(args.workdir, args.main_results, noise,
+                                                     args.steps)
+    results[data] = {'target_accuracy': target, 'uniform_steps_to_target': u_step,
+                     'uniform_flops_to_target': u_flops, 'target_from': source, 'variants': {}}
     for name in variants:
-      extra, description = VARIANTS[name]
-      if name == 'default':
+      extra, ref_name, description = VARIANTS[name]
+      if name == 'default':  # The main comparison's own run when it is there.
         path = main_sweep.run_dir(args.workdir, noise, 'learnability', args.seed)
       else:
         path = os.path.join(args.workdir, 'ablations', f'noise{noise:g}', name)
-        arg = (f'policy=learnability,seed={args.seed},label_noise={noise},steps={args.steps},'
-               f'reference_workdir={args.workdir}/reference_holdout')
-        if extra:
-          arg += ',' + extra.format(workdir=args.workdir)
-        config = policy_comparison.get_config(arg)
-        with config.unlocked():
-          config.evals.test.log_steps = 50
-        train.train(config, path)
+      arg = (f'policy=learnability,seed={args.seed},label_noise={noise},steps={args.steps},'
+             f'reference_workdir={os.path.join(args.workdir, ref_name)}')
+      config = policy_comparison.get_config(arg + (',' + extra if extra else ''))
+      with config.unlocked():
+        config.evals.test.log_steps = 50
+        if ref_name == 'reference_B_30ep':  # The model must match the checkpoint.
+          config.reference_model = dict(common.LOCAL_ACTORS['B'], pool_type='gap')
+      train.train(config, path)
       rows = _finished_curve(path, args.steps)
       if rows is None:
-        continue
+        raise RuntimeError(f'{path} did not finish {args.steps} steps.')
       reach = next((r for r in rows if r[main_sweep.ACC] >= target - 1e-12), None)
-      results[variant_name]['variants'][name] = {
+      results[data]['variants'][name] = {
           'description': description,
+          'reference': ref_name,
           'final_accuracy': rows[-1][main_sweep.ACC],
+          'steps_to_target': reach['step'] if reach else None,
           'steps_to_target_ratio': reach['step'] / u_step if reach else None,
-          'flops_to_target_ratio': (reach['flops/total_pretrained_reference'] / u_flops
-                                    if reach else None),
-          'flipped_selected': float(np.mean([r.get('selection/flipped_selected', np.nan)
-                                             for r in rows])) if noise else None,
+          'flops_to_target_ratio': reach[HEADLINE] / u_flops if reach else None,
+          'flipped_selected': float(np.mean([r['selection/flipped_selected'] for r in rows
+                                             if 'selection/flipped_selected' in r]))
+                              if noise else None,
           'score_selected_minus_unselected': float(np.mean(
-              [r['selection/score_selected'] - r['selection/score_unselected'] for r in rows])),
+              [r['selection/score_selected'] - r['selection/score_unselected'] for r in rows
+               if 'selection/score_selected' in r])),
       }
-      logging.info('%s %s: %s', variant_name, name, results[variant_name]['variants'][name])
+      logging.info('%s %s: %s', data, name, results[data]['variants'][name])
   os.makedirs(args.out, exist_ok=True)
   with open(os.path.join(args.out, 'ablations.json'), 'w') as f:
-    json.dump({'seed': args.seed, 'steps': args.steps, **results}, f, indent=1)
+    json.dump({'seed': args.seed, 'steps': args.steps, 'flops_level': main_sweep.HEADLINE_LEVEL,
+               'references': references, **results}, f, indent=1)
+  table = _table(references, results)
+  with open(os.path.join(args.out, 'ablations.md'), 'w') as f:
+    f.write(f'Single seed ({args.seed}), learnability, {args.steps} learner steps; target = '
+            'the uniform baseline\'s final mean accuracy over 3 seeds; FLOPs with reference '
+            'training excluded.\n\n' + table + '\n')
+  print(table)
+
+
+def _table(references, results) -> str:
   fmt = lambda x: '-' if x is None else f'{x:.2f}'
-  lines = ['| data | variant | final accuracy | steps to target ratio | FLOPs to target ratio | '
-           'score gap (selected - unselected) | flipped among selected |',
-           '|---|---|---|---|---|---|---|']
+  lines = ['| reference | what | test accuracy |', '|---|---|---|']
+  for name, r in references.items():
+    lines.append(f'| {name} | {r["description"]} | {100 * r["test_accuracy"]:.2f} |')
+  lines += ['', '| data | variant | final accuracy | steps to target ratio | '
+            'FLOPs to target ratio | score gap (selected - unselected) | '
+            'flipped among selected |', '|---|---|---|---|---|---|---|']
   for data, r in results.items():
+    lines.append(f'| {data} | uniform (target, 3 seeds) | {100 * r["target_accuracy"]:.2f} | '
+                 f'1.00 | 1.00 | - | - |')
     for name, v in r['variants'].items():
       flipped = '-' if v['flipped_selected'] is None else f'{100 * v["flipped_selected"]:.1f}%'
       lines.append(f'| {data} | {name}: {v["description"]} | {100 * v["final_accuracy"]:.2f} | '
                    f'{fmt(v["steps_to_target_ratio"])} | {fmt(v["flops_to_target_ratio"])} | '
                    f'{v["score_selected_minus_unselected"]:.3f} | {flipped} |')
-  table = '\n'.join(lines)
-  with open(os.path.join(args.out, 'ablations.md'), 'w') as f:
-    f.write(f'Single seed ({args.seed}), learnability, {args.steps} learner steps; target = '
-            'the uniform baseline\'s final mean accuracy over 3 seeds.\n\n' + table + '\n')
-  print(table)
+  return '\n'.join(lines)
 
 
 if __name__ == '__main__':
