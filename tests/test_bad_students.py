@@ -171,3 +171,30 @@ def test_reference_loads_from_a_relative_workdir(reference_dir):
   assert not os.path.isabs(relative)
   params, meta = checkpointing.load_trained_params(relative)
   assert meta['step'] == 6 and jax.tree.leaves(params)
+
+
+def test_scoring_forward_passes_are_counted(reference_dir, tmp_path):
+  """Guards against claiming savings while the scoring forwards go uncounted."""
+  steps_run = 6  # runlocal.
+  final, _ = train.train(_config(reference_dir, ',policy=learnability'), str(tmp_path / 's'))
+  per_step = {k: final[f'flops/{k}'] / steps_run
+              for k in ('learner_train', 'scoring', 'actor_train', 'reference_scoring')}
+  # f = 0.5: the actor and the reference each run a forward over B = 2b examples. A train step
+  # costs about 3 forwards of b examples, so a B-example forward is about 2/3 of the actor's
+  # train step (the actor and the reference share one architecture); selection adds a little.
+  assert per_step['scoring'] == pytest.approx(2 / 3 * per_step['actor_train'], rel=0.25)
+  assert per_step['reference_scoring'] == pytest.approx(2 / 3 * per_step['actor_train'], rel=0.25)
+  assert final['flops/total'] == pytest.approx(
+      final['flops/learner'] + final['flops/scoring'] + final['flops/actor'] +
+      final['flops/reference'])
+  assert final['flops/total'] > final['flops/learner'] + final['flops/reference_train']
+  # I.i.d. batches cost the learner update and nothing else (the step's few scalar extras, such
+  # as the logged learning rate, land in `scoring`: tens of FLOPs); drawing b of B = 2b
+  # uniformly (the comparison's uniform policy) adds only the random draw and the gather.
+  iid, _ = train.train(_config(reference_dir, ',policy=uniform,filter_ratio=0'),
+                       str(tmp_path / 'iid'))
+  assert iid['flops/scoring'] < 1e-4 * iid['flops/learner']
+  assert iid['flops/actor'] == iid['flops/reference'] == 0
+  uniform, _ = train.train(_config(reference_dir, ',policy=uniform'), str(tmp_path / 'u'))
+  # (Under 2% of even this smoke-sized learner's 20 MFLOP step.)
+  assert 0 < uniform['flops/scoring'] < 0.02 * uniform['flops/learner']
