@@ -5,8 +5,14 @@ slice -> per-example preprocess/augment -> batch -> threaded prefetch. The slice
 *after* the global shuffle, so global batch k holds the same examples whatever the number of
 processes. The batch may be a super-batch (larger than what the learner trains on); selection
 then happens on device.
+
+Data budget (ReLA): with `data_ratio` r < 1 each epoch is a fresh seeded random subset of
+round(r * n) examples instead of the whole split (`EpochSubsets`).
 """
 from __future__ import annotations
+
+import functools
+import sys
 
 import grain
 import jax
@@ -23,10 +29,49 @@ def local_batch_size(global_batch_size: int) -> int:
   return global_batch_size // n
 
 
+def epoch_size(num_examples: int, data_ratio: float = 1.0) -> int:
+  """Examples per epoch when every epoch trains on a random `data_ratio` of the split."""
+  if not 0.0 < data_ratio <= 1.0:
+    raise ValueError(f'config.input.data_ratio={data_ratio} must be in (0, 1]: the fraction of '
+                     'the training split each epoch draws (1 trains on all of it).')
+  return max(int(round(data_ratio * num_examples)), 1)
+
+
+class EpochSubsets:
+  """The infinite training stream of a data budget r < 1, as a random-access source.
+
+  Position i belongs to epoch e = i // m (m = round(r * n)) and reads the (i % m)-th entry of a
+  permutation of the whole split seeded by (seed, e): no repeats within an epoch, a fresh
+  subset every epoch, and a pure function of (seed, i), so a restored grain iterator state
+  continues exactly where it stopped.
+  """
+
+  def __init__(self, source, data_ratio: float, seed: int):
+    self.source, self.seed = source, seed
+    self.num_examples = len(source)
+    self.epoch_size = epoch_size(self.num_examples, data_ratio)
+
+  def __len__(self):
+    return sys.maxsize  # Infinite, like `repeat(None)`.
+
+  @functools.lru_cache(maxsize=2)  # Threads read the same epoch: permute once.
+  def indices(self, epoch: int) -> np.ndarray:
+    """Source indices of epoch `epoch`, in the order they are read."""
+    order = np.random.default_rng([self.seed, epoch]).permutation(self.num_examples)
+    return order[:self.epoch_size]
+
+  def __getitem__(self, position: int):
+    epoch, offset = divmod(int(position), self.epoch_size)
+    return self.source[int(self.indices(epoch)[offset])]
+
+
 def make_train_iterator(source, *, global_batch_size: int, seed: int, preprocess_fn,
-                        num_threads: int = 2, prefetch: int = 4):
+                        num_threads: int = 2, prefetch: int = 4, data_ratio: float = 1.0):
   """A checkpointable grain iterator (`get_state` / `set_state`) of host-local numpy batches."""
-  ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat(None)
+  if data_ratio == 1.0:
+    ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat(None)
+  else:
+    ds = grain.MapDataset.source(EpochSubsets(source, data_ratio, seed)).seed(seed)
   ds = ds[jax.process_index()::jax.process_count()]
   ds = ds.random_map(preprocess_fn)
   ds = ds.batch(local_batch_size(global_batch_size), drop_remainder=True)

@@ -23,30 +23,47 @@ from big_vision_style import input_pipeline
 from big_vision_style import steps
 
 
-class ScoreCache:
-  """Dense id -> score lookup (ids are small non-negative integers in every source)."""
+# How to make the file, for error messages; other caches (ReLA's targets) pass their own.
+_HOW = ('compute it with `python -m big_vision_style.score_cache --config <the selection config> '
+        "--out PATH`, or set config.selection.reference = 'pretrained' to score with the live "
+        'reference')
 
-  def __init__(self, ids: np.ndarray, scores: np.ndarray, meta: dict | None = None):
+
+class ScoreCache:
+  """Dense id -> value lookup (ids are small non-negative integers in every source).
+
+  Values are scalars (reference losses) or vectors (ReLA's prior targets, `rela.py`).
+  """
+
+  def __init__(self, ids: np.ndarray, scores: np.ndarray, meta: dict | None = None, *,
+               what: str = 'score cache', how: str = _HOW):
     self.meta = meta or {}
-    self._table = np.full([int(ids.max()) + 1], np.nan, np.float32)
+    self.what, self.how = what, how
+    scores = np.asarray(scores, np.float32)
+    if len(ids) != len(scores):
+      raise ValueError(f'The {what} holds {len(ids)} ids but {len(scores)} values.')
+    self._table = np.full((int(ids.max()) + 1,) + scores.shape[1:], np.nan, np.float32)
     self._table[ids] = scores
+
+  @property
+  def value_shape(self) -> tuple[int, ...]:
+    return self._table.shape[1:]
 
   def lookup(self, ids) -> np.ndarray:
     ids = np.asarray(ids)
     out = self._table[np.clip(ids, 0, len(self._table) - 1)]
-    missing = (ids >= len(self._table)) | np.isnan(out)
+    missing = (ids >= len(self._table)) | np.isnan(out).reshape(ids.shape + (-1,)).any(-1)
     if missing.any():
       raise KeyError(f'{int(missing.sum())} example ids (e.g. {int(ids[missing][0])}) are not in '
-                     'the score cache: it was computed for another split or dataset; recompute '
-                     'it with `python -m big_vision_style.score_cache`.')
+                     f'the {self.what}: it was computed for another split or dataset; {self.how}.')
     return out
 
 
 class WithCachedScores:
-  """A source whose records also carry `reference_loss` from a ScoreCache."""
+  """A source whose records also carry `key` (default `reference_loss`) from a ScoreCache."""
 
-  def __init__(self, source, cache: ScoreCache):
-    self.source, self.cache = source, cache
+  def __init__(self, source, cache: ScoreCache, key: str = 'reference_loss'):
+    self.source, self.cache, self.key = source, cache, key
     self.ids, self.num_classes = source.ids, source.num_classes
     cache.lookup(source.ids)  # Fail now, not mid-training, if any id is missing.
 
@@ -55,20 +72,27 @@ class WithCachedScores:
 
   def __getitem__(self, index):
     record = self.source[index]
-    return {**record, 'reference_loss': self.cache.lookup(record['id'])[()]}
+    return {**record, self.key: self.cache.lookup(record['id'])[()]}
+
+
+def compute_outputs(fn, params, source, preprocess_fn, mesh, *, batch_size: int):
+  """(ids, fn(params, batch)) for every example of `source`, in order, padding dropped."""
+  all_ids, all_out = [], []
+  for local in input_pipeline.make_eval_batches(source, global_batch_size=batch_size,
+                                                preprocess_fn=preprocess_fn):
+    batch = input_pipeline.to_global(local, mesh)
+    out = np.asarray(jax.device_get(fn(params, batch)))
+    all_ids.append(local['id'][local['mask']])
+    all_out.append(out[local['mask']])  # Single-process: global batch == local batch.
+  return np.concatenate(all_ids), np.concatenate(all_out)
 
 
 def compute(model, params, source, preprocess_fn, mesh, *, batch_size: int, num_classes: int):
   """(ids, losses) of every example of `source` under the frozen model."""
   loss_fn = jax.jit(lambda p, b: steps.per_example_loss(model, p, b, num_classes=num_classes))
-  all_ids, all_losses = [], []
-  for local in input_pipeline.make_eval_batches(source, global_batch_size=batch_size,
-                                                preprocess_fn=preprocess_fn):
-    batch = input_pipeline.to_global(local, mesh)
-    loss = np.asarray(jax.device_get(loss_fn(params, batch)))
-    all_ids.append(local['id'][local['mask']])
-    all_losses.append(loss[local['mask']])  # Single-process: global batch == local batch.
-  return np.concatenate(all_ids), np.concatenate(all_losses).astype(np.float32)
+  ids, scores = compute_outputs(loss_fn, params, source, preprocess_fn, mesh,
+                                batch_size=batch_size)
+  return ids, scores.astype(np.float32)
 
 
 def save(path: str, ids, scores, meta: dict):
@@ -79,14 +103,11 @@ def save(path: str, ids, scores, meta: dict):
   os.replace(tmp, path)
 
 
-def load(path: str) -> ScoreCache:
+def load(path: str, *, what: str = 'reference score cache', how: str = _HOW) -> ScoreCache:
   if not os.path.exists(path):
-    raise FileNotFoundError(
-        f'No reference score cache at {path!r}. Compute it with `python -m '
-        'big_vision_style.score_cache --config <the selection config> --out PATH`, or set '
-        "config.selection.reference = 'pretrained' to score with the live reference.")
+    raise FileNotFoundError(f'No {what} at {path!r}: {how}.')
   with np.load(path) as f:
-    return ScoreCache(f['ids'], f['scores'], json.loads(str(f['meta'])))
+    return ScoreCache(f['ids'], f['scores'], json.loads(str(f['meta'])), what=what, how=how)
 
 
 def main():

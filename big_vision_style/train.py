@@ -13,6 +13,12 @@ online). A pretrained reference is frozen: its parameters are passed beside the 
 donated, never given to an optimiser. With `config.selection`, each step draws a super-batch,
 scores it, selects the learner's batch on device and updates the learner and the actor on the
 selected examples, all inside one jitted step (see `make_update_fn`).
+
+`config.objective` picks what the learner optimises: 'supervised' (default, everything above)
+or 'byol' (self-supervised, byol.py: the state adds the EMA `'target'` network). With
+`config.rela` (rela.py) training starts with ReLA's phase, regressing a prior's precomputed
+targets, and switches to the objective once; its switch state lives in `state['rela']`.
+`config.input.data_ratio` r < 1 trains every epoch on a fresh random r of the training split.
 """
 from __future__ import annotations
 
@@ -30,6 +36,7 @@ from jax.sharding import PartitionSpec as P
 from ml_collections import config_flags
 import numpy as np
 
+from big_vision_style import byol
 from big_vision_style import checkpointing
 from big_vision_style import datasets
 from big_vision_style import evaluators
@@ -39,6 +46,7 @@ from big_vision_style import metrics_writer
 from big_vision_style import models
 from big_vision_style import optim
 from big_vision_style import preprocess
+from big_vision_style import rela
 from big_vision_style import score_cache
 from big_vision_style import selection
 from big_vision_style import sharding
@@ -74,6 +82,15 @@ def validate(config, mesh, super_batch_size: int):
                        f'{n} devices of the data axis; use a multiple of {n}.')
   if not 0.0 <= config.get('label_smoothing', 0.0) < 1.0:
     raise ValueError(f'config.label_smoothing={config.label_smoothing} must be in [0, 1).')
+  input_pipeline.epoch_size(1, config.input.get('data_ratio', 1.0))  # Raises if not in (0, 1].
+  objective = config.get('objective', 'supervised')
+  if objective not in OBJECTIVES:
+    raise ValueError(f'config.objective={objective!r}: expected one of {", ".join(OBJECTIVES)}.')
+  if (objective != 'supervised' or rela.config_of(config)) and config.get('selection'):
+    raise ValueError('config.selection works with the supervised objective without ReLA only.')
+
+
+OBJECTIVES = ('supervised', 'byol')
 
 
 def selection_config(config):
@@ -145,7 +162,7 @@ def make_update_fn(models_by_role, txs, schedule, train_rng, replicated, mesh, *
     else:
       chosen = batch
 
-    new_state = {}
+    new_state = dict(state)  # Entries no role updates (ReLA's switch state) pass through.
     update = functools.partial(steps.sgd_step, num_classes=num_classes,
                                label_smoothing=label_smoothing)
     new_state['learner'], m = update(models_by_role['learner'], txs['learner'], state['learner'],
@@ -259,6 +276,8 @@ def train(config, workdir: str, *, stop_after_step: int | None = None):
   """
   sharding.maybe_initialize_distributed(config)
   mesh = sharding.make_mesh(config.get('mesh_devices'))
+  objective = config.get('objective', 'supervised')
+  rela_cfg = rela.config_of(config)
   sel = selection_config(config)
   batch_size = config.input.batch_size
   sel['super_batch_size'] = selection.super_batch_size(batch_size, sel['filter_ratio'])
@@ -275,17 +294,30 @@ def train(config, workdir: str, *, stop_after_step: int | None = None):
     cache = score_cache.load(sel['score_cache'])
     train_source = score_cache.WithCachedScores(train_source, cache)
     one_off['reference_scoring'] = float(cache.meta.get('flops', 0.0))
+  if rela_cfg:  # ReLA-D: the prior's targets, looked up by id; its one-off costs.
+    targets = rela.load_targets(rela_cfg['targets'])
+    train_source = rela.with_targets(train_source, targets)
+    one_off['prior_embedding'] = float(targets.meta.get('flops', 0.0))
+    one_off['prior_train'] = float(targets.meta.get('prior_train_flops', 0.0))
   pp_kwargs = dict(config.input.get('pp', {}))
   pp_train = preprocess.make(augment=tuple(config.input.get('augment', ())), **pp_kwargs)
   pp_eval = preprocess.make(**pp_kwargs)
-  total_steps = total_steps_of(config, len(train_source))
+  data_ratio = config.input.get('data_ratio', 1.0)
+  total_steps = total_steps_of(config, input_pipeline.epoch_size(len(train_source), data_ratio))
   train_iter = input_pipeline.make_train_iterator(
       train_source, global_batch_size=sel['super_batch_size'], seed=config.seed,
       preprocess_fn=pp_train, num_threads=config.input.get('num_threads', 2),
-      prefetch=config.input.get('prefetch', 4))
+      prefetch=config.input.get('prefetch', 4), data_ratio=data_ratio)
 
   # ----- Models by role, optimisers, train state -----
-  models_by_role = {'learner': build_role_model(config, 'learner', num_classes)}
+  if objective == 'byol':  # The "model" is the encoder with BYOL's heads (byol.Byol).
+    models_by_role = {'learner': byol.Byol(build_role_model(config, 'learner', None),
+                                           num_classes, config.get('byol'))}
+  else:
+    models_by_role = {'learner': build_role_model(config, 'learner', num_classes)}
+  # What ReLA's phase needs from the objective: features, the monitoring classifier, ...
+  hooks = (models_by_role['learner'] if objective == 'byol' else
+           rela.Supervised(models_by_role['learner'], num_classes))
   tx, schedule = optim.make_optimizer(config.optax, total_steps)
   txs = {'learner': tx}
   needs = selection.needs(sel['policy'])
@@ -306,11 +338,22 @@ def train(config, workdir: str, *, stop_after_step: int | None = None):
   image_shape = (1, config.input.pp.image_size, config.input.pp.image_size,
                  config.input.get('channels', 1))
 
+  if rela_cfg:
+    transport = rela.Transport(targets.value_shape[0])
+    transport_tx = optim.make_optimizer(config.optax, total_steps)[0]
+
   def init(rng):
     state = {}
     for role, role_rng in zip(roles, jax.random.split(rng, len(roles))):
       params = models_by_role[role].init(role_rng, jnp.zeros(image_shape, jnp.float32))['params']
       state[role] = {'params': params, 'opt': txs[role].init(params)}
+    if objective == 'byol':
+      state['target'] = byol.Byol.target_of(state['learner']['params'])
+    if rela_cfg:
+      feature_dim = hooks.features(state['learner']['params'],
+                                   jnp.zeros(image_shape, jnp.float32)).shape[-1]
+      state['rela'] = rela.init_state(jax.random.fold_in(rng, 1), transport, transport_tx,
+                                      feature_dim)
     return state
 
   rng = jax.random.key(config.seed)
@@ -324,10 +367,17 @@ def train(config, workdir: str, *, stop_after_step: int | None = None):
                  sum(x.size for x in jax.tree.leaves(params)) / 1e6,
                  ' (frozen)' if role in frozen else '')
 
-  update_fn = make_update_fn(models_by_role, txs, schedule, train_rng, replicated, mesh,
-                             num_classes=num_classes,
-                             label_smoothing=config.get('label_smoothing', 0.0), sel=sel,
-                             batch_size=batch_size)
+  if objective == 'byol':
+    update_fn = models_by_role['learner'].make_update_fn(tx, schedule, train_rng, replicated,
+                                                         total_steps=total_steps)
+  else:
+    update_fn = make_update_fn(models_by_role, txs, schedule, train_rng, replicated, mesh,
+                               num_classes=num_classes,
+                               label_smoothing=config.get('label_smoothing', 0.0), sel=sel,
+                               batch_size=batch_size)
+  rela_fn = rela.make_update_fn(hooks, tx, transport, transport_tx, schedule, train_rng,
+                                replicated, cfg=rela_cfg, num_classes=num_classes,
+                                total_steps=total_steps) if rela_cfg else None
 
   # ----- Checkpoint: resume if there is one -----
   ckpt = checkpointing.Checkpointer(workdir, max_to_keep=config.get('ckpt_keep', 2))
@@ -347,27 +397,44 @@ def train(config, workdir: str, *, stop_after_step: int | None = None):
                                     sharding=input_pipeline.data_sharding(mesh))
             for k, v in pp_eval(train_source[0]).items()}
 
+  step_spec = jax.ShapeDtypeStruct((), jnp.int32)
   update_compiled, update_cost = flops.compile_and_measure(
-      update_fn, state, frozen, spec(sel['super_batch_size']), jax.ShapeDtypeStruct((), jnp.int32))
-  step_cost = measure_categories(models_by_role, txs, state, frozen, spec(sel['super_batch_size']),
-                                 spec(batch_size), num_classes=num_classes,
-                                 label_smoothing=config.get('label_smoothing', 0.0), sel=sel)
-  # Selection overhead (noise, top-k, gather) is what the whole step holds beyond its pieces.
-  step_cost['scoring'] += update_cost.flops - sum(step_cost.values())
+      update_fn, state, frozen, spec(sel['super_batch_size']), step_spec)
+  if objective == 'byol':  # All of it trains the learner (the EMA and views included).
+    step_cost = {c: 0.0 for c in flops.CATEGORIES}
+    step_cost['learner_train'] = update_cost.flops
+  else:
+    step_cost = measure_categories(models_by_role, txs, state, frozen,
+                                   spec(sel['super_batch_size']), spec(batch_size),
+                                   num_classes=num_classes,
+                                   label_smoothing=config.get('label_smoothing', 0.0), sel=sel)
+    # Selection overhead (noise, top-k, gather) is what the whole step holds beyond its pieces.
+    step_cost['scoring'] += update_cost.flops - sum(step_cost.values())
+  if rela_fn is not None:  # ReLA's phase is its own program, with its own cost.
+    rela_compiled, rela_cost = flops.compile_and_measure(rela_fn, state, frozen,
+                                                         spec(batch_size), step_spec)
+    logging.info('Compiled the ReLA step: %.4g FLOPs per step.', rela_cost.flops)
   logging.info('Compiled the update in %.1fs: %.4g FLOPs per step (XLA: %.4g per device x %d '
                'devices, loop correction %.3g); by category: %s.', time.time() - t0,
                update_cost.flops, update_cost.xla_flops, update_cost.num_devices,
                update_cost.loop_correction, {k: f'{v:.3g}' for k, v in step_cost.items()})
 
   model = models_by_role['learner']
-  predict = lambda params, images: model.apply({'params': params}, images)[0]
+  if objective == 'byol':
+    predict = model.predict  # The online classifier.
+  else:
+    predict = lambda params, images: model.apply({'params': params}, images)[0]
+  features = hooks.features  # Pooled encoder features (linear probes).
   evals = {}
   for name, ev_cfg in config.get('evals', {}).items():
     ev_cfg = dict(ev_cfg)
     module = evaluators.get_evaluator(ev_cfg.pop('type'))
     every = ev_cfg.pop('log_steps')
     source = datasets.get_source(config.data, ev_cfg.pop('split'))
-    evals[name] = (every, module.Evaluator(predict, source=source, preprocess_fn=pp_eval,
+    if 'fit_split' in ev_cfg:  # Evaluators that fit on a split first (linear probe).
+      ev_cfg['fit_source'] = datasets.get_source(config.data, ev_cfg.pop('fit_split'))
+    fn = features if getattr(module, 'USES_FEATURES', False) else predict
+    evals[name] = (every, module.Evaluator(fn, source=source, preprocess_fn=pp_eval,
                                            mesh=mesh, **ev_cfg))
 
   writer = metrics_writer.MetricsWriter(workdir, total_steps=total_steps,
@@ -383,20 +450,34 @@ def train(config, workdir: str, *, stop_after_step: int | None = None):
             'wall_s': wall_s_before + time.time() - loop_t0}
     ckpt.save(step, state, train_iter.get_state(), meta)
 
+  # ReLA's phase runs until the state says it switched (read back every ReLA step only).
+  in_rela = rela_fn is not None and not bool(jax.device_get(state['rela']['switched']))
+  switch_step = (int(jax.device_get(state['rela']['switch_step']))
+                 if rela_fn is not None and not in_rela else None)
   for step in range(start_step + 1, total_steps + 1):
     batch = input_pipeline.to_global(next(train_iter), mesh)
-    state, measurements = update_compiled(state, frozen, batch, jnp.asarray(step, jnp.int32))
-    for category, cost in step_cost.items():
-      counter.add(category, cost)
+    switched_now = False
+    if in_rela:
+      state, measurements = rela_compiled(state, frozen, batch, jnp.asarray(step, jnp.int32))
+      counter.add('learner_train', rela_cost.flops)
+      if bool(jax.device_get(measurements['rela/switched'])):
+        in_rela, switched_now, switch_step = False, True, step
+        logging.info('ReLA: switched to the %s objective after step %d.', objective, step)
+    else:
+      state, measurements = update_compiled(state, frozen, batch, jnp.asarray(step, jnp.int32))
+      for category, cost in step_cost.items():
+        counter.add(category, cost)
 
     is_last = step == total_steps
     due_evals = [n for n, (every, _) in evals.items() if is_last or step % every == 0]
-    if is_last or step % log_every == 0 or due_evals:
+    if is_last or step % log_every == 0 or due_evals or switched_now:
       row = {'examples_seen': step * batch_size,
              'examples_scored': step * sel['super_batch_size'],
              **{k: float(v) for k, v in jax.device_get(measurements).items()},
              **counter.metrics(),
              'wall_s': wall_s_before + time.time() - loop_t0}
+      if switch_step is not None:
+        row['rela/switch_step'] = switch_step
       for name in due_evals:
         for metric, value in evals[name][1].run(state['learner']['params']):
           row[f'eval/{name}/{metric}'] = value

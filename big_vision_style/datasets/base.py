@@ -113,6 +113,34 @@ class ArraySource:
             f'flipped={len(self.flipped_ids)})')
 
 
+class Subset:
+  """The examples of `source` at `positions` (in that order): class subsets, probe subsets."""
+
+  def __init__(self, source, positions, name: str = 'subset'):
+    self.source = source
+    self.positions = np.asarray(positions, np.int64)
+    if len(self.positions) == 0:
+      raise ValueError(f'Refusing to build an empty {name}.')
+    self.ids = np.asarray(source.ids)[self.positions]
+    self.num_classes = source.num_classes
+
+  @classmethod
+  def of_classes(cls, source, classes: Sequence[int]) -> 'Subset':
+    """Only the examples whose label is in `classes` (labels and num_classes unchanged)."""
+    labels = getattr(source, 'labels', None)
+    if labels is None:
+      raise ValueError(f'config.data.classes needs a source with in-memory labels; '
+                       f'{type(source).__name__} reads labels lazily.')
+    positions = np.flatnonzero(np.isin(labels, np.asarray(classes)))
+    return cls(source, positions, name=f'split with classes {tuple(classes)}')
+
+  def __len__(self) -> int:
+    return len(self.positions)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    return self.source[int(self.positions[index])]
+
+
 def check_split_name(split: str, allowed: Sequence[str] = ('train', 'holdout', 'test')):
   if split not in allowed:
     raise ValueError(f'Unknown split {split!r}: expected one of {", ".join(allowed)}.')
