@@ -19,8 +19,11 @@ import jax
 import jax.extend.core as jex_core
 
 # Categories of compute, as the Bad Students paper breaks total cost down. `scoring` holds the
-# scoring forwards of the actor (or, for RHO, the learner) and the selection itself.
-CATEGORIES = ('learner_train', 'scoring', 'actor_train', 'reference_scoring', 'reference_train')
+# scoring forwards of the actor (or, for RHO, the learner) and the selection itself. ReLA adds
+# its prior's one-off costs: embedding the training set once, and training the prior (zero for
+# a random prior, and free for a public one).
+CATEGORIES = ('learner_train', 'scoring', 'actor_train', 'reference_scoring', 'reference_train',
+              'prior_embedding', 'prior_train')
 
 
 def _flops_of(cost_analysis: Any) -> float:
@@ -39,9 +42,37 @@ class StepCost:
   uncorrected_loops: int
 
 
-def _jaxpr_xla_flops(closed_jaxpr) -> float:
+def _varying_axes(aval) -> tuple[str, ...]:
+  """The mesh axes over which a value inside shard_map differs per device (jax's typing of it
+  moved from `aval.vma` to `aval.mat.varying`)."""
+  mat = getattr(aval, 'mat', None)
+  axes = mat.varying if mat is not None else getattr(aval, 'vma', ())
+  return tuple(sorted(axes))
+
+
+def _jaxpr_xla_flops(closed_jaxpr, mesh=None) -> float:
+  """XLA's FLOPs of one jaxpr. `mesh`: the jaxpr is the inside of a shard_map over it (it may
+  use collectives over its axes), so it is lowered inside a shard_map whose per-device shapes
+  are the jaxpr's own; the figure is per device, like the body's."""
   fn = jex_core.jaxpr_as_fun(closed_jaxpr)
   avals = [jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in closed_jaxpr.jaxpr.invars]
+  if mesh is not None:
+    from big_vision_style import selection  # pylint: disable=g-import-not-at-top
+    P = jax.sharding.PartitionSpec  # pylint: disable=invalid-name
+    body = fn
+    in_axes = [_varying_axes(v.aval) for v in closed_jaxpr.jaxpr.invars]
+    out_axes = [_varying_axes(v.aval) for v in closed_jaxpr.jaxpr.outvars]
+
+    def fn(*args):
+      # Inputs enter replicated; those the body types as per-device values become so again,
+      # and per-device outputs leave stacked along a new axis (nothing is added to compute).
+      args = [jax.lax.pcast(x, axes, to='varying') if axes else x
+              for x, axes in zip(args, in_axes)]
+      return [x[None] if axes else x for x, axes in zip(body(*args), out_axes)]
+
+    out_specs = [P(axes) if axes else P() for axes in out_axes]
+    shard_map = selection._shard_map  # pylint: disable=protected-access
+    fn = shard_map(fn, mesh=mesh, in_specs=P(), out_specs=out_specs)
   return _flops_of(jax.jit(fn).lower(*avals).cost_analysis())
 
 
@@ -49,11 +80,12 @@ def _as_closed(j):
   return j if isinstance(j, jex_core.ClosedJaxpr) else jex_core.ClosedJaxpr(j, ())
 
 
-def loop_correction(jaxpr) -> tuple[float, int]:
+def loop_correction(jaxpr, mesh=None) -> tuple[float, int]:
   """FLOPs that XLA misses because it counts each loop body once; and # uncorrectable loops.
 
   A scan of length L whose body truly costs T = xla(body) + correction(body) contributes L*T,
   while XLA counted xla(body) once; the difference is (L-1)*xla(body) + L*correction(body).
+  `mesh`: set inside a shard_map (whose scans may hold collectives, e.g. jest.sample_joint).
   """
   jaxpr = jaxpr.jaxpr if isinstance(jaxpr, jex_core.ClosedJaxpr) else jaxpr
   extra, uncorrected = 0.0, 0
@@ -62,18 +94,20 @@ def loop_correction(jaxpr) -> tuple[float, int]:
     if name == 'scan':
       body = _as_closed(eqn.params['jaxpr'])
       length = eqn.params['length']
-      sub_extra, sub_unc = loop_correction(body)
-      extra += (length - 1) * _jaxpr_xla_flops(body) + length * sub_extra
+      if length == 0:  # No loop is emitted for an empty scan: nothing counted, nothing to add.
+        continue
+      sub_extra, sub_unc = loop_correction(body, mesh)
+      extra += (length - 1) * _jaxpr_xla_flops(body, mesh) + length * sub_extra
       uncorrected += sub_unc
       continue
-    scale = 1
+    scale, sub_mesh = 1, mesh
     if name == 'while':
       uncorrected += 1
     elif name == 'shard_map':
       # Bodies see per-device shapes, so their corrections are per device.
-      scale = eqn.params['mesh'].size
+      scale, sub_mesh = eqn.params['mesh'].size, eqn.params['mesh']
     for sub in jex_core.jaxprs_in_params(eqn.params):
-      sub_extra, sub_unc = loop_correction(sub)
+      sub_extra, sub_unc = loop_correction(sub, sub_mesh)
       extra += scale * sub_extra
       uncorrected += sub_unc
   return extra, uncorrected
@@ -143,6 +177,9 @@ class FlopCounter:
     out['flops/total_cached_reference'] = (self.total - t['reference_train'] -
                                            t['reference_scoring'])
     out['flops/total_learner_only'] = t['learner_train']  # Fully amortised.
+    # ReLA: the prior's costs, and the total when the prior is free (a public model).
+    out['flops/prior'] = t['prior_embedding'] + t['prior_train']
+    out['flops/total_free_prior'] = self.total - t['prior_train']
     return out
 
   def state_dict(self) -> dict[str, float]:

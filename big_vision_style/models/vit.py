@@ -2,6 +2,11 @@
 
 Variant strings as in big_vision: `mu`, `Ti`, `S`, `M`, `B`, `L`, `H`, with `/patch`, e.g.
 `Ti/16`, `S/4`. At 28x28 use a patch that divides 28 (4, 7, 14).
+
+FlexiViT: `model.apply(params, images, patch_size=8)` runs the same weights at another patch
+size (kernel and position embeddings resized, `models/flexi.py`; `flexi_resize` picks how).
+Parameters are always those of the native `patch_size`; without the argument nothing changes.
+The encoder blocks also take an optional attention `mask` (the text tower's padding).
 """
 from __future__ import annotations
 
@@ -10,6 +15,8 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from big_vision_style.models import flexi
 
 # name: (width, depth, mlp_dim, num_heads). `mu` is the paper's tiny actor (about 1000x < L).
 VARIANTS = {
@@ -61,11 +68,11 @@ class Encoder1DBlock(nn.Module):
   dtype_mm: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, deterministic=True):
+  def __call__(self, x, deterministic=True, mask=None):
     y = nn.LayerNorm()(x)
     y = nn.MultiHeadDotProductAttention(
         num_heads=self.num_heads, kernel_init=nn.initializers.xavier_uniform(),
-        deterministic=deterministic, dtype=self.dtype_mm)(y, y)
+        deterministic=deterministic, dtype=self.dtype_mm)(y, y, mask=mask)
     y = nn.Dropout(rate=self.dropout)(y, deterministic)
     x = x + y
     y = nn.LayerNorm()(x)
@@ -82,12 +89,12 @@ class Encoder(nn.Module):
   dtype_mm: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, deterministic=True):
+  def __call__(self, x, deterministic=True, mask=None):
     # Layers are unrolled rather than nn.scan-ned: simpler, and XLA's cost analysis then sees
     # every layer (it counts a while-loop body once; flops.py corrects for that anyway).
     for i in range(self.depth):
       x = Encoder1DBlock(self.mlp_dim, self.num_heads, self.dropout, self.dtype_mm,
-                         name=f'encoderblock_{i}')(x, deterministic)
+                         name=f'encoderblock_{i}')(x, deterministic, mask)
     return nn.LayerNorm(name='encoder_norm')(x)
 
 
@@ -102,16 +109,29 @@ class _Model(nn.Module):
   dropout: float = 0.0
   head_zeroinit: bool = True
   dtype_mm: Any = jnp.float32
+  flexi_resize: str = 'pi'  # How a call-time patch_size resizes the kernel: 'pi' or 'bilinear'.
 
   @nn.compact
-  def __call__(self, image, *, train=False):
+  def __call__(self, image, *, train=False, patch_size=None):
     out = {}
-    x = nn.Conv(self.width, tuple(self.patch_size), strides=tuple(self.patch_size),
-                padding='VALID', name='embedding', dtype=self.dtype_mm)(image)
+    native = tuple(self.patch_size)
+    conv_kw = {}
+    if patch_size is not None and tuple(patch_size) != native:
+      patch_size = tuple(patch_size)
+      for p in native + patch_size:
+        if image.shape[1] % p or image.shape[2] % p:
+          raise ValueError(f'FlexiViT: patch sizes {native} and {patch_size} must both divide '
+                           f'the image size {image.shape[1:3]}.')
+      conv_kw['conv_general_dilated'] = flexi.patchify_with(patch_size, self.flexi_resize)
+    x = nn.Conv(self.width, native, strides=native, padding='VALID', name='embedding',
+                dtype=self.dtype_mm, **conv_kw)(image)
     n, h, w, c = x.shape
     x = jnp.reshape(x, [n, h * w, c])
-    x = x + self.param('pos_embedding', nn.initializers.normal(stddev=1 / c ** 0.5),
-                       (1, h * w, c), x.dtype)
+    # Sized for the native patch, whatever this call's: parameters never depend on it.
+    grid = (image.shape[1] // native[0], image.shape[2] // native[1])
+    pos = self.param('pos_embedding', nn.initializers.normal(stddev=1 / c ** 0.5),
+                     (1, grid[0] * grid[1], c), x.dtype)
+    x = x + flexi.resize_pos_embedding(pos, grid, (h, w))
     if self.pool_type == 'tok':
       cls = self.param('cls', nn.initializers.zeros, (1, 1, c), x.dtype)
       x = jnp.concatenate([jnp.tile(cls, [n, 1, 1]), x], axis=1)
