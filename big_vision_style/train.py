@@ -19,6 +19,8 @@ or 'byol' (self-supervised, byol.py: the state adds the EMA `'target'` network).
 `config.rela` (rela.py) training starts with ReLA's phase, regressing a prior's precomputed
 targets, and switches to the objective once; its switch state lives in `state['rela']`.
 `config.input.data_ratio` r < 1 trains every epoch on a fresh random r of the training split.
+'contrastive' trains a two-tower image-text model (image_text.py) with SigLIP / CLIP losses
+and ActiveCLIP or JEST selection of each batch from a super-batch.
 """
 from __future__ import annotations
 
@@ -40,7 +42,9 @@ from big_vision_style import byol
 from big_vision_style import checkpointing
 from big_vision_style import datasets
 from big_vision_style import evaluators
+from big_vision_style import embedding_cache
 from big_vision_style import flops
+from big_vision_style import image_text
 from big_vision_style import input_pipeline
 from big_vision_style import metrics_writer
 from big_vision_style import models
@@ -86,11 +90,14 @@ def validate(config, mesh, super_batch_size: int):
   objective = config.get('objective', 'supervised')
   if objective not in OBJECTIVES:
     raise ValueError(f'config.objective={objective!r}: expected one of {", ".join(OBJECTIVES)}.')
-  if (objective != 'supervised' or rela.config_of(config)) and config.get('selection'):
-    raise ValueError('config.selection works with the supervised objective without ReLA only.')
+  if (objective == 'byol' or rela.config_of(config)) and config.get('selection'):
+    raise ValueError('config.selection works with the supervised and contrastive objectives, '
+                     'without ReLA.')
+  if objective == 'contrastive' and rela.config_of(config):
+    raise ValueError('config.rela is not implemented for the contrastive objective.')
 
 
-OBJECTIVES = ('supervised', 'byol')
+OBJECTIVES = ('supervised', 'byol', 'contrastive')
 
 
 def selection_config(config):
@@ -242,11 +249,12 @@ def build_role_model(config, role: str, num_classes: int):
 
 def load_reference(config, num_classes: int):
   """(model, frozen params, its training FLOPs) of the pretrained reference named by config."""
-  sel = selection_config(config)
-  if not sel['reference_workdir']:
+  workdir = dict(config.get('selection') or {}).get('reference_workdir')
+  if not workdir:
     raise ValueError('config.selection.reference_workdir is empty: set it to the workdir of a '
-                     'finished reference run (experiments/bad_students/reference.py).')
-  params, meta = checkpointing.load_trained_params(sel['reference_workdir'])
+                     'finished reference run (experiments/bad_students/reference.py, or '
+                     'experiments/jest/reference.py for image-text).')
+  params, meta = checkpointing.load_trained_params(workdir)
   return build_role_model(config, 'reference', num_classes), params, float(
       sum(meta['flops'].values()))
 
@@ -278,9 +286,14 @@ def train(config, workdir: str, *, stop_after_step: int | None = None):
   mesh = sharding.make_mesh(config.get('mesh_devices'))
   objective = config.get('objective', 'supervised')
   rela_cfg = rela.config_of(config)
-  sel = selection_config(config)
   batch_size = config.input.batch_size
-  sel['super_batch_size'] = selection.super_batch_size(batch_size, sel['filter_ratio'])
+  if objective == 'contrastive':
+    sel = image_text.selection_config(config)  # Adds super_batch_size.
+    needs = image_text.roles_needed(sel)
+  else:
+    sel = selection_config(config)
+    sel['super_batch_size'] = selection.super_batch_size(batch_size, sel['filter_ratio'])
+    needs = selection.needs(sel['policy'])
   validate(config, mesh, sel['super_batch_size'])
   replicated = NamedSharding(mesh, P())
   if jax.process_index() == 0:
@@ -290,7 +303,17 @@ def train(config, workdir: str, *, stop_after_step: int | None = None):
   train_source = datasets.get_source(config.data, config.input.get('split', 'train'))
   num_classes = train_source.num_classes
   one_off = {c: 0.0 for c in flops.CATEGORIES}  # Costs paid before step 1.
-  if sel['reference'] == 'cached' and 'reference' in selection.needs(sel['policy']):
+  cache = None
+  if objective == 'contrastive' and sel['reference'] == 'cached' and 'reference' in needs:
+    if not sel['embedding_cache']:
+      raise ValueError("config.selection.reference='cached' needs config.selection."
+                       'embedding_cache: the path of a reference embedding cache (python -m '
+                       'big_vision_style.tools.reference_embeddings).')
+    cache = embedding_cache.load(sel['embedding_cache'])
+    train_source = embedding_cache.with_cached_embeddings(train_source, cache)
+    one_off['reference_scoring'] = float(cache.table.meta.get('flops', 0.0))
+    one_off['reference_train'] = float(cache.table.meta.get('reference_train_flops', 0.0))
+  elif sel['reference'] == 'cached' and 'reference' in needs:
     cache = score_cache.load(sel['score_cache'])
     train_source = score_cache.WithCachedScores(train_source, cache)
     one_off['reference_scoring'] = float(cache.meta.get('flops', 0.0))
@@ -316,11 +339,11 @@ def train(config, workdir: str, *, stop_after_step: int | None = None):
   else:
     models_by_role = {'learner': build_role_model(config, 'learner', num_classes)}
   # What ReLA's phase needs from the objective: features, the monitoring classifier, ...
-  hooks = (models_by_role['learner'] if objective == 'byol' else
+  hooks = (models_by_role['learner'] if objective == 'byol' else None
+           if objective == 'contrastive' else
            rela.Supervised(models_by_role['learner'], num_classes))
   tx, schedule = optim.make_optimizer(config.optax, total_steps)
   txs = {'learner': tx}
-  needs = selection.needs(sel['policy'])
   roles = ['learner']
   if 'actor' in needs:
     models_by_role['actor'] = build_role_model(config, 'actor', num_classes)
@@ -337,6 +360,7 @@ def train(config, workdir: str, *, stop_after_step: int | None = None):
     frozen['reference'] = jax.device_put(ref_params, replicated)
   image_shape = (1, config.input.pp.image_size, config.input.pp.image_size,
                  config.input.get('channels', 1))
+  text_shape = (1,) + np.shape(train_source[0]['text']) if objective == 'contrastive' else None
 
   if rela_cfg:
     transport = rela.Transport(targets.value_shape[0])
@@ -345,7 +369,11 @@ def train(config, workdir: str, *, stop_after_step: int | None = None):
   def init(rng):
     state = {}
     for role, role_rng in zip(roles, jax.random.split(rng, len(roles))):
-      params = models_by_role[role].init(role_rng, jnp.zeros(image_shape, jnp.float32))['params']
+      if objective == 'contrastive':
+        params = image_text.init_params(models_by_role[role], role_rng, image_shape, text_shape)
+      else:
+        params = models_by_role[role].init(role_rng, jnp.zeros(image_shape, jnp.float32))[
+            'params']
       state[role] = {'params': params, 'opt': txs[role].init(params)}
     if objective == 'byol':
       state['target'] = byol.Byol.target_of(state['learner']['params'])
@@ -370,6 +398,11 @@ def train(config, workdir: str, *, stop_after_step: int | None = None):
   if objective == 'byol':
     update_fn = models_by_role['learner'].make_update_fn(tx, schedule, train_rng, replicated,
                                                          total_steps=total_steps)
+  elif objective == 'contrastive':
+    update_fn = image_text.make_update_fn(models_by_role, txs, schedule, train_rng, replicated,
+                                          mesh, sel=sel, batch_size=batch_size,
+                                          loss=config.get('contrastive_loss', 'sigmoid'),
+                                          cache=cache)
   else:
     update_fn = make_update_fn(models_by_role, txs, schedule, train_rng, replicated, mesh,
                                num_classes=num_classes,
@@ -403,6 +436,16 @@ def train(config, workdir: str, *, stop_after_step: int | None = None):
   if objective == 'byol':  # All of it trains the learner (the EMA and views included).
     step_cost = {c: 0.0 for c in flops.CATEGORIES}
     step_cost['learner_train'] = update_cost.flops
+  elif objective == 'contrastive':
+    step_cost = image_text.measure_categories(
+        models_by_role, txs, state, frozen, spec(sel['super_batch_size']), spec(batch_size),
+        sel=sel, loss=config.get('contrastive_loss', 'sigmoid'),
+        compile_and_measure=flops.compile_and_measure)
+    # What the whole step holds beyond its pieces: selection overhead (sampler, gather), or,
+    # with i.i.d. batches, bits of the update itself (the learning-rate schedule).
+    iid = sel['policy'] == 'uniform' and sel['super_batch_size'] == batch_size
+    step_cost['learner_train' if iid else 'scoring'] += update_cost.flops - sum(
+        step_cost.values())
   else:
     step_cost = measure_categories(models_by_role, txs, state, frozen,
                                    spec(sel['super_batch_size']), spec(batch_size),
@@ -422,15 +465,19 @@ def train(config, workdir: str, *, stop_after_step: int | None = None):
   model = models_by_role['learner']
   if objective == 'byol':
     predict = model.predict  # The online classifier.
+  elif objective == 'contrastive':  # (zimg, ztxt, out), either input may be None.
+    predict = lambda params, images, texts: model.apply({'params': params}, images, texts)
   else:
     predict = lambda params, images: model.apply({'params': params}, images)[0]
-  features = hooks.features  # Pooled encoder features (linear probes).
+  features = hooks.features if hooks else None  # Pooled encoder features (linear probes).
   evals = {}
   for name, ev_cfg in config.get('evals', {}).items():
     ev_cfg = dict(ev_cfg)
     module = evaluators.get_evaluator(ev_cfg.pop('type'))
     every = ev_cfg.pop('log_steps')
-    source = datasets.get_source(config.data, ev_cfg.pop('split'))
+    # An evaluator may read other data than the training source (`data`, e.g. ImageNet for
+    # the zero-shot evaluation of an image-text model trained on web pairs).
+    source = datasets.get_source(ev_cfg.pop('data', None) or config.data, ev_cfg.pop('split'))
     if 'fit_split' in ev_cfg:  # Evaluators that fit on a split first (linear probe).
       ev_cfg['fit_source'] = datasets.get_source(config.data, ev_cfg.pop('fit_split'))
     fn = features if getattr(module, 'USES_FEATURES', False) else predict
@@ -502,6 +549,34 @@ class QuietLibraries(logging.Filter):
 
   def filter(self, record):
     return record.levelno >= logging.WARNING or '/orbax/' not in record.pathname
+
+
+def setup_script_logging():
+  """INFO logging without orbax's chatter, for scripts that call `train` in a loop."""
+  # absl (imported here) already installed a root handler, so basicConfig may be a no-op: set
+  # the level and the filter on what is there.
+  logging.basicConfig(format='%(asctime)s %(message)s')
+  logging.getLogger().setLevel(logging.INFO)
+  for handler in logging.getLogger().handlers:
+    handler.addFilter(QuietLibraries())
+
+
+def train_once(config, workdir: str) -> dict:
+  """Trains (or resumes) unless `<workdir>/final.json` says the run finished; returns its final
+  row (with `run_wall_s`). For sweeps that are rerun after an interruption."""
+  import json  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  marker = os.path.join(workdir, 'final.json')
+  if os.path.exists(marker):
+    with open(marker) as f:
+      return json.load(f)
+  t0 = time.time()
+  final, _ = train(config, workdir)
+  final = {**final, 'run_wall_s': time.time() - t0}
+  with open(marker + '.tmp', 'w') as f:
+    json.dump(final, f)
+  os.replace(marker + '.tmp', marker)  # Atomic: a marker always means a finished run.
+  return final
 
 
 def main(argv):

@@ -1,7 +1,5 @@
 """ReLA and BYOL: targets (PCA, z-score, by id), transport loss, switch rule, EMA target, data
 budget, frozen priors, big_vision checkpoints, linear probe, exact resume across the switch."""
-import json
-import os
 
 import jax
 from jax.experimental.compilation_cache import compilation_cache
@@ -23,6 +21,8 @@ from big_vision_style import views
 from big_vision_style.evaluators import linear_probe
 from experiments.rela import prior as prior_config
 from experiments.rela import table1
+from tests.helpers import override
+from tests.helpers import read_rows as _rows
 
 TRAIN_SIZE = 1000  # Tests train on a 1k-example `train` split (the rest is held out).
 
@@ -50,14 +50,7 @@ def _student_config(root, arg='', **overrides):
   config = table1.get_config(f'runlocal,root={root}{"," + arg if arg else ""}')
   with config.unlocked():
     config.data.holdout_size = 60_000 - TRAIN_SIZE
-    for key, value in overrides.items():
-      config[key] = value
-  return config
-
-
-def _rows(workdir):
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    return [json.loads(line) for line in f]
+  return override(config, **overrides)
 
 
 # ----- Pure pieces -----

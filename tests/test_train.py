@@ -1,5 +1,4 @@
 """End-to-end trainer: learns, 8 devices == 1 device, bit-exact resume, SIGTERM, bad config."""
-import json
 import math
 import os
 import signal
@@ -13,21 +12,14 @@ import pytest
 
 from big_vision_style import train
 from experiments.baseline import fashion_mnist as baseline_config
+from tests.helpers import override
+from tests.helpers import read_rows as _rows
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config(**overrides):
-  config = baseline_config.get_config('runlocal')
-  with config.unlocked():
-    for key, value in overrides.items():
-      config[key] = value
-  return config
-
-
-def _rows(workdir):
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    return [json.loads(line) for line in f]
+  return override(baseline_config.get_config('runlocal'), **overrides)
 
 
 def test_twenty_steps_lower_the_loss_and_log_everything(tmp_path):

@@ -4,7 +4,13 @@ zero-shot protocol of CLIP / SigLIP / JEST, on whatever labelled split is config
   config.evals.zeroshot = dict(type='zero_shot', split='test', log_steps=500)
 
 Each class is described by several prompts (by default `source.class_prompts`, e.g. 'a photo of
-a {synonym}'), tokenized with `source.tokenizer`; the class embedding is the normalised mean of
+a {synonym}'; else `templates` filled with `class_names` or the source's `class_names`),
+tokenized with `source.tokenizer` or the `tokenizer` given (an object or a spec such as
+'sentencepiece:<model>', with `max_text_len`). For a classification source other than the
+training data, e.g. on TPU:
+  config.evals.zeroshot = dict(type='zero_shot', data=dict(name='tfds:imagenet2012'),
+                               split='test', class_names=[...], tokenizer='sentencepiece:...')
+ the class embedding is the normalised mean of
 its prompts' text embeddings (CLIP's prompt ensembling), and an image is assigned the class of
 highest cosine similarity. `predict_fn(params, images, texts)` returns the model's
 `(zimg, ztxt, ...)` with either input None (two_towers' convention).
@@ -45,9 +51,18 @@ class Evaluator:
 
   def __init__(self, predict_fn, *, source, preprocess_fn, mesh, batch_size: int = 1024,
                prompts: Sequence[Sequence[str]] | None = None, tokenizer=None,
-               cache_batches: bool | None = None):
+               class_names: Sequence[str] | None = None, templates: Sequence[str] | None = None,
+               max_text_len: int = 64, cache_batches: bool | None = None):
     prompts = prompts if prompts is not None else getattr(source, 'class_prompts', None)
+    names = class_names if class_names is not None else getattr(source, 'class_names', None)
+    if prompts is None and names is not None:
+      from big_vision_style.datasets import captions  # pylint: disable=g-import-not-at-top
+      prompts = [[t.format(n) for t in (templates or captions.ZERO_SHOT_TEMPLATES)]
+                 for n in names]
     tokenizer = tokenizer if tokenizer is not None else getattr(source, 'tokenizer', None)
+    if isinstance(tokenizer, str):
+      from big_vision_style import tokenizers  # pylint: disable=g-import-not-at-top
+      tokenizer = tokenizers.get_tokenizer(tokenizer, max_text_len)
     if prompts is None or tokenizer is None:
       raise ValueError('Zero-shot evaluation needs class prompts and a tokenizer: the source has '
                        'no class_prompts / tokenizer, so pass prompts= and tokenizer=.')

@@ -98,7 +98,7 @@ def main():
   parser.add_argument('--steps', type=int, default=800)
   parser.add_argument('--seed', type=int, default=0)
   args = parser.parse_args()
-  main_sweep.setup_logging()
+  train.setup_script_logging()
   noises = [float(n) for n in args.noise.split(',')]
   variants = args.variants.split(',')
   unknown = set(variants) - set(VARIANTS)

@@ -228,19 +228,10 @@ def main():
   args.policies = args.policies.split(',')
   if 'uniform' not in args.policies:
     parser.error('--policies must include uniform: it defines the target.')
-  setup_logging()
+  train.setup_script_logging()
   if not args.analyze_only:
     run_all(args)
   analyze(args)
-
-
-def setup_logging():
-  # absl (imported by the trainer) already installed a root handler, so basicConfig would be a
-  # no-op: set the level and the filter on what is there.
-  logging.basicConfig(format='%(asctime)s %(message)s')
-  logging.getLogger().setLevel(logging.INFO)
-  for handler in logging.getLogger().handlers:
-    handler.addFilter(train.QuietLibraries())
 
 
 if __name__ == '__main__':

@@ -60,27 +60,12 @@ def grid(args):
           yield objective, prior, budget
 
 
-def train_once(config, workdir) -> dict:
-  """Trains (or resumes) unless `final.json` says the run finished; returns its final row."""
-  marker = os.path.join(workdir, 'final.json')
-  if os.path.exists(marker):
-    with open(marker) as f:
-      return json.load(f)
-  t0 = time.time()
-  final, _ = train.train(config, workdir)
-  final = {**final, 'run_wall_s': time.time() - t0}
-  with open(marker + '.tmp', 'w') as f:
-    json.dump(final, f)
-  os.replace(marker + '.tmp', marker)  # Atomic: a marker always means a finished run.
-  return final
-
-
 def prepare_priors(args):
   """Trains the local priors and computes every prior's targets (each once)."""
   for name in common.TRAINED_PRIORS:
     if name in args.priors:
       t = time.time()
-      final = train_once(prior_config.get_config(f'prior={name}'),
+      final = train.train_once(prior_config.get_config(f'prior={name}'),
                          common.prior_workdir(args.workdir, name))
       logging.info('Prior %s: test accuracy %.4f (%.0fs).', name,
                    final.get('eval/test/accuracy', float('nan')), time.time() - t)
@@ -109,7 +94,7 @@ def run_all(args):
   for seed in args.seeds:  # Seeds outermost: an interrupted sweep still has whole seeds.
     for objective, prior, budget in grid(args):
       t = time.time()
-      final = train_once(table1.get_config(_arg(args, objective, prior, budget, seed)),
+      final = train.train_once(table1.get_config(_arg(args, objective, prior, budget, seed)),
                          run_dir(args.workdir, objective, prior, budget, seed))
       logging.info('%s prior=%s r=%g seed=%d: %s %.4f, switch step %s (%.0fs, total %.0fs)',
                    objective, prior, budget, seed, METRIC_NAME[objective],
@@ -220,21 +205,13 @@ def main():
   unknown = set(args.priors) - set(common.PRIORS)
   if unknown or set(args.objectives) - set(OBJECTIVES):
     parser.error(f'unknown prior(s) or objective(s): {sorted(unknown)} {args.objectives}')
-  setup_logging()
+  train.setup_script_logging()
   if not args.analyze_only:
     # The runs of one seed and budget compile the same programs: compile each once.
     jax.config.update('jax_compilation_cache_dir', os.path.join(args.workdir, 'jax_cache'))
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
     run_all(args)
   analyze(args)
-
-
-def setup_logging():
-  # absl (imported by the trainer) already installed a root handler: set level and filter.
-  logging.basicConfig(format='%(asctime)s %(message)s')
-  logging.getLogger().setLevel(logging.INFO)
-  for handler in logging.getLogger().handlers:
-    handler.addFilter(train.QuietLibraries())
 
 
 if __name__ == '__main__':

@@ -1,0 +1,18 @@
+r"""JEST Fig. 4 analogue: FLOPs per iteration of i.i.d. training, JEST with a live reference,
+JEST with cached reference embeddings and Flexi-JEST, and Flexi-JEST's learning curve.
+
+  python -m big_vision_style.train --config experiments/jest/flexi.py:reference=cached,\
+embedding_cache=workdirs/jest/reference_curated/train_embeddings.npz \
+      --workdir workdirs/jest/flexi_s0
+
+Flexi-JEST scores the super-batch with the learner at a coarse patch size (local: 16 on 48 px,
+9 tokens instead of 36; paper: 32 instead of 16 on 256 px) and trains half of the selected
+batch at each patch size. Paper, per iteration as % of i.i.d.: JEST 400 (live reference), 233
+(cached), Flexi-JEST about 110. The per-iteration numbers come from XLA's cost analysis of the
+compiled pieces (reproduce.py `flops_per_iteration`). Args as filter_ratio.py.
+"""
+from experiments.jest import common
+
+
+def get_config(arg=None):
+  return common.base_config(common.parse(arg, flexi=True))

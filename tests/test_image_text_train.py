@@ -1,0 +1,134 @@
+"""The contrastive objective in the trainer: JEST / ActiveCLIP selection inside the jitted step,
+the reference embedding cache against the live reference, Flexi-JEST's split batch, FLOPs."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from big_vision_style import contrastive
+from big_vision_style import embedding_cache
+from big_vision_style import image_text
+from big_vision_style import models
+from big_vision_style import train
+from big_vision_style.tools import reference_embeddings
+from experiments.jest import common
+from experiments.jest import filter_ratio
+from experiments.jest import reference
+from tests.helpers import override
+from tests.helpers import read_rows
+
+TRAIN_SIZE = 512  # Pairs in the learner's (uncurated) pool; the rest is the curated holdout.
+
+
+def _small(config, **overrides):
+  with config.unlocked():
+    config.data.holdout_size = 60_000 - TRAIN_SIZE
+    for ev in config.evals.values():
+      ev.batch_size = 256
+    config.evals.retrieval.max_examples = 256
+  return override(config, **overrides)
+
+
+@pytest.fixture(scope='module')
+def reference_dir(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('reference'))
+  train.train(_small(reference.get_config('runlocal')), workdir)
+  return workdir
+
+
+def test_jest_step_runs_with_live_and_cached_reference_identically(reference_dir, tmp_path):
+  live = _small(filter_ratio.get_config(
+      f'runlocal,filter_ratio=0.75,num_chunks=4,reference_workdir={reference_dir}'))
+  cache = reference_embeddings.compute(live, batch_size=256)
+  assert len(cache.ids) == TRAIN_SIZE and cache.dim == live.model.embed_dim
+  path = str(tmp_path / 'cache.npz')
+  embedding_cache.save(path, cache)
+  cached = _small(filter_ratio.get_config(
+      f'runlocal,filter_ratio=0.75,num_chunks=4,reference_workdir={reference_dir},'
+      f'reference=cached,embedding_cache={path}'))
+
+  final_live, state_live = train.train(live, str(tmp_path / 'live'))
+  final_cached, state_cached = train.train(cached, str(tmp_path / 'cached'))
+  rows_live, rows_cached = read_rows(tmp_path / 'live'), read_rows(tmp_path / 'cached')
+  # Same selections, so the same learner: the cache is exactly the live reference's embeddings.
+  for key in ('train/loss', 'selection/learnability_selected',
+              'selection/corrupted_selected'):
+    np.testing.assert_allclose([r[key] for r in rows_live], [r[key] for r in rows_cached],
+                               rtol=1e-4, atol=1e-6, err_msg=key)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5),
+               state_live['learner']['params'], state_cached['learner']['params'])
+  # Learnability sampling prefers learnable sub-batches over the i.i.d. first b of B.
+  sel, iid = (np.mean([r[f'selection/learnability_{k}'] for r in rows_live])
+              for k in ('selected', 'iid'))
+  assert sel > iid
+  # The live reference costs a forward over B every step; the cached one its one-off pass.
+  steps = final_live['step']
+  assert final_live['flops/reference_scoring'] > 0
+  assert final_cached['flops/reference_scoring'] == pytest.approx(
+      cache.table.meta['flops'], rel=1e-6)
+  per_step_ref = final_live['flops/reference_scoring'] / steps
+  assert per_step_ref == pytest.approx(final_live['flops/scoring'] / steps, rel=0.2)
+  assert final_live['flops/learner_train'] == pytest.approx(final_cached['flops/learner_train'])
+  for key in ('eval/zeroshot/accuracy', 'eval/retrieval/i2t_recall_at_1'):
+    assert 0.0 <= final_live[key] <= 1.0
+
+
+def test_independent_selection_and_uniform_baseline_run(reference_dir, tmp_path):
+  for arg in ('policy=uniform', 'method=independent,policy=easy_reference,filter_ratio=0.5'):
+    config = _small(filter_ratio.get_config(f'runlocal,{arg},reference_workdir={reference_dir}'))
+    final, _ = train.train(config, str(tmp_path / arg.replace(',', '_')))
+    assert np.isfinite(final['train/loss'])
+    if arg == 'policy=uniform':  # No scoring: the learner's step is the whole cost.
+      assert final['flops/scoring'] == final['flops/reference_scoring'] == 0
+      assert final['flops/total'] == final['flops/learner_train']
+
+
+def test_flexi_loss_trains_half_the_batch_at_each_patch_size():
+  model = models.get_model('two_towers').Model(
+      embed_dim=8, image=dict(width=8, depth=1, mlp_dim=16, num_heads=1, patch_size=(4, 4)),
+      text=dict(width=8, depth=1, mlp_dim=16, num_heads=1, vocab_size=20))
+  rng = np.random.default_rng(0)
+  batch = {'image': jnp.asarray(rng.normal(size=(6, 16, 16, 3)), jnp.float32),
+           'text': jnp.asarray(rng.integers(1, 20, size=(6, 5)), jnp.int32)}
+  params = image_text.init_params(model, jax.random.key(0), (1, 16, 16, 3), (1, 5))
+  got = image_text.loss_fn(model, params, batch, loss='sigmoid', flexi_patch_size=(8, 8))
+  zimg_a, ztxt, out = model.apply({'params': params}, batch['image'][:3], batch['text'])
+  zimg_b, _, _ = model.apply({'params': params}, batch['image'][3:], None, patch_size=(8, 8))
+  want = contrastive.sigmoid_loss(jnp.concatenate([zimg_a, zimg_b]), ztxt, out['t'], out['b'])
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  # Not the same as training everything at the native patch.
+  native = image_text.loss_fn(model, params, batch, loss='sigmoid')
+  assert abs(float(native) - float(got)) > 1e-4
+
+
+def test_bad_selection_configs_name_the_problem():
+  for arg, match in (('method=greedy', 'config.selection.method'),
+                     ('num_chunks=5', 'num_chunks=5 does not divide'),
+                     ('filter_ratio=1.0', 'filter_ratio=1.0 must be in')):
+    with pytest.raises(ValueError, match=match):
+      image_text.selection_config(filter_ratio.get_config(arg))
+  config = filter_ratio.get_config('')
+  with config.unlocked():
+    config.selection.temperature = 2.0
+  with pytest.raises(ValueError, match="Unknown config.selection key"):
+    image_text.selection_config(config)
+  assert image_text.roles_needed(image_text.selection_config(
+      filter_ratio.get_config('scorer=actor'))) == {'actor', 'reference'}
+  assert common.reference_workdir('uncurated') == 'workdirs/jest/reference_uncurated'
+  with pytest.raises(ValueError, match='Unknown reference pool'):
+    common.reference_workdir('web')
+
+
+@pytest.mark.parametrize('module', ['filter_ratio', 'flexi', 'reference', 'reference_curation',
+                                    'sampler_quality', 'table1', 'active_clip'])
+@pytest.mark.parametrize('mode', ['', 'runlocal', 'tpu'])
+def test_every_image_text_config_builds_a_valid_selection(module, mode):
+  import importlib  # pylint: disable=g-import-not-at-top
+  package = 'experiments.bad_students' if module == 'active_clip' else 'experiments.jest'
+  config = importlib.import_module(f'{package}.{module}').get_config(mode)
+  assert config.objective == 'contrastive' and config.model_name == 'two_towers'
+  sel = image_text.selection_config(config)
+  assert sel['super_batch_size'] * (1 - sel['filter_ratio']) == pytest.approx(
+      config.input.batch_size)
+  if mode == 'tpu':
+    assert config.input.batch_size == 32_768 and config.model.image.variant == 'B/16'
