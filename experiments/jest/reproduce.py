@@ -196,12 +196,18 @@ def flops_per_iteration(args) -> dict:
     live.evals = {}
   train.train_once(live, live_dir)
   measured = {'iid': per_step_flops(os.path.join(args.workdir, 'runs', f'uniform_s{seed}')),
-              'jest_live_reference': per_step_flops(live_dir)}
-  for key, name in (('jest_cached_reference', 'learnability_joint_f0.8'),
-                    ('flexi_jest_cached_reference', 'flexi_learnability_joint_f0.8')):
-    workdir = os.path.join(args.workdir, 'runs', f'{name}_s{seed}')
-    if os.path.exists(os.path.join(workdir, 'metrics.jsonl')):
-      measured[key] = per_step_flops(workdir)
+              'jest_live_reference': per_step_flops(live_dir),
+              'jest_cached_reference': per_step_flops(
+                  os.path.join(args.workdir, 'runs', f'learnability_joint_f0.8_s{seed}'))}
+  flexi_dir = os.path.join(args.workdir, 'runs', f'flexi_learnability_joint_f0.8_s{seed}')
+  if not os.path.exists(os.path.join(flexi_dir, 'final.json')):  # A 4-step run measures it.
+    flexi_dir = os.path.join(args.workdir, 'flops_flexi')
+    flexi = run_config(args, 'flexi_learnability_joint_f0.8', seed, steps=4)
+    with flexi.unlocked():
+      flexi.log_training_steps = 2
+      flexi.evals = {}
+    train.train_once(flexi, flexi_dir)
+  measured['flexi_jest_cached_reference'] = per_step_flops(flexi_dir)
   iid = sum(measured['iid'].values())
   b, super_b = live.input.batch_size, live.input.batch_size * 5
   out = {}
@@ -229,9 +235,17 @@ def curve(workdir):
       if all(key in r for r in rows)}
 
 
-def reach(c, target):
+def retrieval(c):
+  """Mean of image-to-text and text-to-image recall@1, per evaluation."""
+  return [(a + b) / 2 for a, b in zip(c['i2t'], c['t2i'])]
+
+
+TARGETS = {'zeroshot': lambda c: c['zeroshot'], 'retrieval': retrieval}
+
+
+def reach(c, target, metric='zeroshot'):
   """(step, FLOPs) of the first evaluation at or above `target`; None if never."""
-  for step, acc, fl in zip(c['step'], c['zeroshot'], c['flops']):
+  for step, acc, fl in zip(c['step'], TARGETS[metric](c), c['flops']):
     if acc >= target - 1e-9:
       return step, fl
   return None
@@ -257,14 +271,16 @@ def analyze(args, fig2=None, fig4=None) -> dict:
       base = curves['uniform'].get(seed)
       if base is None:
         continue
-      target = base['zeroshot'][-1]
-      mine, theirs = reach(c, target), reach(base, target)
-      rows.append({'final': c['zeroshot'][-1], 'i2t': c['i2t'][-1], 't2i': c['t2i'][-1],
-                   'target': target,
-                   'iterations_ratio': mine[0] / theirs[0] if mine else None,
-                   'flops_ratio': mine[1] / theirs[1] if mine else None,
-                   'corrupted_selected': (float(np.mean(c['corrupted_selected']))
-                                          if 'corrupted_selected' in c else None)})
+      row = {'final': c['zeroshot'][-1], 'i2t': c['i2t'][-1], 't2i': c['t2i'][-1],
+             'corrupted_selected': (float(np.mean(c['corrupted_selected']))
+                                    if 'corrupted_selected' in c else None)}
+      for metric, values in TARGETS.items():  # The uniform run's final value, as the target.
+        target = values(base)[-1]
+        mine, theirs = reach(c, target, metric), reach(base, target, metric)
+        suffix = '' if metric == 'zeroshot' else '_retrieval'
+        row[f'iterations_ratio{suffix}'] = mine[0] / theirs[0] if mine else None
+        row[f'flops_ratio{suffix}'] = mine[1] / theirs[1] if mine else None
+      rows.append(row)
 
     def stat(key):
       vals = [r[key] for r in rows if r[key] is not None]
@@ -272,8 +288,9 @@ def analyze(args, fig2=None, fig4=None) -> dict:
               'std': float(np.std(vals)) if vals else None, 'n': len(vals),
               'of': len(rows)}
 
-    summary['runs'][name] = {k: stat(k) for k in ('final', 'i2t', 't2i', 'iterations_ratio',
-                                                  'flops_ratio', 'corrupted_selected')}
+    summary['runs'][name] = {k: stat(k) for k in (
+        'final', 'i2t', 't2i', 'iterations_ratio', 'flops_ratio', 'iterations_ratio_retrieval',
+        'flops_ratio_retrieval', 'corrupted_selected')}
   if fig2:
     summary['fig2_sampler'] = fig2
   if fig4:
@@ -297,14 +314,18 @@ def _fmt(s, pct=False):
 
 
 def write_table(args, summary):
-  lines = ['| run | zero-shot (%) | I2T R@1 (%) | T2I R@1 (%) | iterations to uniform\'s final '
-           '(x uniform) | FLOPs to it (x uniform) | corrupted pairs selected (%) |',
-           '|---|---:|---:|---:|---:|---:|---:|']
+  lines = ['Ratios: iterations (FLOPs) to reach the uniform run\'s final value, as multiples of '
+           'the uniform run\'s own; "never" if not reached within the run.', '',
+           '| run | zero-shot (%) | I2T R@1 (%) | T2I R@1 (%) | zero-shot: iterations | '
+           'zero-shot: FLOPs | retrieval: iterations | retrieval: FLOPs | corrupted pairs '
+           'selected (%) |',
+           '|---|---:|---:|---:|---:|---:|---:|---:|---:|']
   for name, r in summary['runs'].items():
     corrupted = _fmt(r['corrupted_selected'], True) if r['corrupted_selected']['n'] else '-'
     lines.append(f'| {name} | {_fmt(r["final"], True)} | {_fmt(r["i2t"], True)} | '
                  f'{_fmt(r["t2i"], True)} | {_fmt(r["iterations_ratio"])} | '
-                 f'{_fmt(r["flops_ratio"])} | {corrupted} |')
+                 f'{_fmt(r["flops_ratio"])} | {_fmt(r["iterations_ratio_retrieval"])} | '
+                 f'{_fmt(r["flops_ratio_retrieval"])} | {corrupted} |')
   if 'fig4_flops_per_iteration' in summary:
     lines += ['', '| per iteration | GFLOPs | % of i.i.d. | % with the scoring forward reused |',
               '|---|---:|---:|---:|']
@@ -317,19 +338,22 @@ def write_table(args, summary):
 
 
 def plot(args, summary, curves):
-  fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+  fig, axes = plt.subplots(2, 2, figsize=(12, 9))
   for name, per_seed in curves.items():
     c = per_seed[sorted(per_seed)[0]]
     style = '-' if 'joint' in name or name == 'uniform' else '--'
-    axes[0].plot(c['step'], 100 * np.asarray(c['zeroshot']), style, label=name)
-    axes[1].plot(np.asarray(c['flops']) / 1e12, 100 * np.asarray(c['zeroshot']), style,
-                 label=name)
-  axes[0].set_xlabel('learner iterations')
-  axes[1].set_xlabel('total TFLOPs (reference training excluded, cache pass included)')
-  for ax in axes:
-    ax.set_ylabel('zero-shot accuracy (%), Fashion-MNIST test')
-    ax.grid(alpha=0.3)
-  axes[0].legend(fontsize=7)
+    for row, values in enumerate((c['zeroshot'], retrieval(c))):
+      axes[row, 0].plot(c['step'], 100 * np.asarray(values), style, label=name)
+      axes[row, 1].plot(np.asarray(c['flops']) / 1e12, 100 * np.asarray(values), style,
+                        label=name)
+  for row, label in enumerate(('zero-shot accuracy (%), Fashion-MNIST test',
+                               'retrieval recall@1 (%), mean of I2T and T2I')):
+    axes[row, 0].set_xlabel('learner iterations')
+    axes[row, 1].set_xlabel('total TFLOPs (reference training excluded, cache pass included)')
+    for ax in axes[row]:
+      ax.set_ylabel(label)
+      ax.grid(alpha=0.3)
+  axes[0, 0].legend(fontsize=7)
   fig.suptitle(f'JEST Fig. 3 analogue (seed {sorted(next(iter(curves.values())))[0]})')
   fig.tight_layout()
   fig.savefig(os.path.join(args.out, 'fig3_filter_ratio.png'), dpi=120)
