@@ -541,7 +541,11 @@ def train(config, workdir: str, *, stop_after_step: int | None = None):
 
   writer.flush()
   ckpt.close()
-  return {'step': step if total_steps > start_step else start_step, **row}, state
+  if total_steps <= start_step:  # Already finished: its final row is the last one logged.
+    logged = metrics_writer.read_metrics(workdir)
+    row = {k: v for k, v in (logged[-1] if logged else {}).items() if k != 'step'}
+    return {'step': start_step, **row}, state
+  return {'step': step, **row}, state
 
 
 class QuietLibraries(logging.Filter):

@@ -52,6 +52,13 @@ def test_eight_devices_match_one_device(tmp_path):
                state8['learner']['params'], state1['learner']['params'])
 
 
+def test_rerunning_a_finished_run_returns_its_final_metrics(tmp_path):
+  final, _ = train.train(_config(total_steps=5, log_training_steps=5), str(tmp_path))
+  again, _ = train.train(_config(total_steps=5, log_training_steps=5), str(tmp_path))
+  assert again == {k: v for k, v in final.items() if k != 'wall_s'} | {'wall_s': again['wall_s']}
+  assert 'eval/test/accuracy' in again and again['step'] == 5
+
+
 def test_interrupted_and_resumed_run_is_bit_exact(tmp_path):
   _, uninterrupted = train.train(_config(), str(tmp_path / 'a'))
   partial, _ = train.train(_config(), str(tmp_path / 'b'), stop_after_step=13)
