@@ -541,6 +541,8 @@ def train(config, workdir: str, *, stop_after_step: int | None = None):
 
   writer.flush()
   ckpt.close()
+  if total_steps > start_step and step < total_steps:  # Stopped early: not a final row.
+    return {'step': step, **row, 'preempted': True}, state
   if total_steps <= start_step:  # Already finished: its final row is the last one logged.
     logged = metrics_writer.read_metrics(workdir)
     row = {k: v for k, v in (logged[-1] if logged else {}).items() if k != 'step'}
@@ -576,6 +578,9 @@ def train_once(config, workdir: str) -> dict:
       return json.load(f)
   t0 = time.time()
   final, _ = train(config, workdir)
+  if final.get('preempted'):  # SIGTERM or a preemption notice: stop the sweep, mark nothing.
+    raise SystemExit(f'{workdir} stopped at step {final["step"]} before its end; rerun the '
+                     'sweep to resume it.')
   final = {**final, 'run_wall_s': time.time() - t0}
   with open(marker + '.tmp', 'w') as f:
     json.dump(final, f)

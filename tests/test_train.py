@@ -59,6 +59,16 @@ def test_rerunning_a_finished_run_returns_its_final_metrics(tmp_path):
   assert 'eval/test/accuracy' in again and again['step'] == 5
 
 
+def test_train_once_marks_only_finished_runs(tmp_path, monkeypatch):
+  partial, _ = train.train(_config(), str(tmp_path), stop_after_step=3)
+  assert partial['preempted'] and partial['step'] == 3
+  # A sweep that is asked to stop mid-run must not record the run as finished.
+  monkeypatch.setattr(train, 'train', lambda config, workdir: (partial, None))
+  with pytest.raises(SystemExit, match='stopped at step 3 before its end'):
+    train.train_once(_config(), str(tmp_path))
+  assert not os.path.exists(tmp_path / 'final.json')
+
+
 def test_interrupted_and_resumed_run_is_bit_exact(tmp_path):
   _, uninterrupted = train.train(_config(), str(tmp_path / 'a'))
   partial, _ = train.train(_config(), str(tmp_path / 'b'), stop_after_step=13)
