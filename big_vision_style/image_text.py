@@ -32,8 +32,8 @@ the whole step holds beyond its pieces: the sampler, the gather), actor_train,
 reference_scoring (the live reference's forward over B; zero when cached). The scoring forward
 is not reused for the gradient: the backward needs activations of only b of the B pairs, and
 keeping all B's activations costs B/b times the memory of a plain step. The per-iteration
-ratios with reuse (the paper's F(2 + B/b)) are derived in tools/bench_jest_flops.py from
-these measured pieces.
+ratios with reuse (the paper's F(2 + B/b)) are derived from these measured pieces in
+experiments/jest/reproduce.py (`flops_per_iteration`).
 """
 from __future__ import annotations
 
@@ -45,6 +45,7 @@ import optax
 
 from big_vision_style import contrastive
 from big_vision_style import embedding_cache
+from big_vision_style import flops
 from big_vision_style import jest
 from big_vision_style import selection
 
@@ -203,9 +204,8 @@ def make_update_fn(models_by_role, txs, schedule, train_rng, replicated, mesh, *
 
 
 def measure_categories(models_by_role, txs, state, frozen, batch_spec, chosen_spec, *, sel,
-                       loss: str, compile_and_measure):
+                       loss: str):
   """FLOPs of one step by category (module doc), each piece compiled alone."""
-  from big_vision_style import flops  # pylint: disable=g-import-not-at-top
   batch_spec, chosen_spec = _pixels_only(batch_spec), _pixels_only(chosen_spec)
   flexi = tuple(sel['score_patch_size']) if sel['score_patch_size'] else None
   needed = roles_needed(sel)
@@ -216,12 +216,12 @@ def measure_categories(models_by_role, txs, state, frozen, batch_spec, chosen_sp
   def train_cost(role, patch):
     fn = jax.jit(functools.partial(train_step, models_by_role[role], txs[role], loss=loss,
                                    flexi_patch_size=patch))
-    return compile_and_measure(fn, state[role], chosen_spec)[1].flops
+    return flops.compile_and_measure(fn, state[role], chosen_spec)[1].flops
 
   def forward_cost(role, params, patch=None):
     fn = jax.jit(lambda p, b: embed(models_by_role[role], p, b['image'], b['text'],
                                     patch_size=patch)[:2])
-    return compile_and_measure(fn, params, batch_spec)[1].flops
+    return flops.compile_and_measure(fn, params, batch_spec)[1].flops
 
   cost['learner_train'] = train_cost('learner', flexi)
   if 'actor' in state:

@@ -25,7 +25,9 @@ and ActiveCLIP or JEST selection of each batch from a super-batch.
 from __future__ import annotations
 
 import functools
+import json
 import logging
+import os
 import time
 
 from absl import app
@@ -439,8 +441,7 @@ def train(config, workdir: str, *, stop_after_step: int | None = None):
   elif objective == 'contrastive':
     step_cost = image_text.measure_categories(
         models_by_role, txs, state, frozen, spec(sel['super_batch_size']), spec(batch_size),
-        sel=sel, loss=config.get('contrastive_loss', 'sigmoid'),
-        compile_and_measure=flops.compile_and_measure)
+        sel=sel, loss=config.get('contrastive_loss', 'sigmoid'))
     # What the whole step holds beyond its pieces: selection overhead (sampler, gather), or,
     # with i.i.d. batches, bits of the update itself (the learning-rate schedule).
     iid = sel['policy'] == 'uniform' and sel['super_batch_size'] == batch_size
@@ -570,8 +571,6 @@ def setup_script_logging():
 def train_once(config, workdir: str) -> dict:
   """Trains (or resumes) unless `<workdir>/final.json` says the run finished; returns its final
   row (with `run_wall_s`). For sweeps that are rerun after an interruption."""
-  import json  # pylint: disable=g-import-not-at-top
-  import os  # pylint: disable=g-import-not-at-top
   marker = os.path.join(workdir, 'final.json')
   if os.path.exists(marker):
     with open(marker) as f:

@@ -26,8 +26,8 @@ LOCAL_IMAGE = dict(width=64, depth=2, mlp_dim=256, num_heads=2, patch_size=(8, 8
 LOCAL_TEXT = dict(width=64, depth=1, mlp_dim=256, num_heads=2)
 LOCAL_CANVAS = 48
 LOCAL_FLEXI_PATCH = (16, 16)  # Coarse patch of Flexi-JEST: 9 tokens instead of 36.
-# Mean / std of the rendered canvases' RGB channels (tests/test_captioned_data.py keeps them
-# close): normalised inputs train faster than raw [0, 1] ones.
+# A fixed centring and scaling of the RGB canvases to about [-2, 2] (not their measured
+# statistics): normalised inputs train faster than raw [0, 1] ones.
 LOCAL_PP = dict(image_size=LOCAL_CANVAS, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 
 ARGS = dict(runlocal=False, tpu=False, seed=0, policy='learnability', method='joint',
