@@ -233,7 +233,9 @@ def flops_per_iteration(args) -> dict:
 def curve(workdir):
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     rows = [json.loads(line) for line in f]
-  rows = [r for r in rows if METRIC in r]
+  # One row per step, in step order: a run resumed, or (once) trained by two sweeps at the
+  # same time, may have logged a step twice.
+  rows = sorted({r['step']: r for r in rows if METRIC in r}.values(), key=lambda r: r['step'])
   return {k: [r[key] for r in rows] for k, key in (
       ('step', 'step'), ('zeroshot', METRIC), ('i2t', 'eval/retrieval/i2t_recall_at_1'),
       ('t2i', 'eval/retrieval/t2i_recall_at_1'), ('flops', 'flops/total_pretrained_reference'),
