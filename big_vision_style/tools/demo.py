@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from big_vision_style import train
 from experiments.bad_students import reproduce_policy_comparison as comparison
 
 
@@ -26,7 +27,7 @@ def main():
   run = argparse.Namespace(workdir=args.workdir, out=os.path.join(args.workdir, 'results'),
                            seeds=[0], noise=[float(n) for n in args.noise.split(',')],
                            policies=list(comparison.POLICIES), steps=args.steps, eval_every=50)
-  comparison.setup_logging()
+  train.setup_script_logging()
   comparison.run_all(run)
   print(f'\nBad Students on Fashion-MNIST, label noise {args.noise}, {args.steps} learner steps '
         '(target = the uniform baseline\'s final test accuracy):\n')
