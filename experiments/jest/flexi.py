@@ -5,8 +5,8 @@ JEST with cached reference embeddings and Flexi-JEST, and Flexi-JEST's learning 
 embedding_cache=workdirs/jest/reference_curated/train_embeddings.npz \
       --workdir workdirs/jest/flexi_s0
 
-Flexi-JEST scores the super-batch with the learner at a coarse patch size (local: 16 on 48 px,
-9 tokens instead of 36; paper: 32 instead of 16 on 256 px) and trains half of the selected
+Flexi-JEST scores the super-batch with the learner at a coarse patch size (local: 16 on 32 px,
+4 tokens instead of 16; paper: 32 instead of 16 on 256 px) and trains half of the selected
 batch at each patch size. Paper, per iteration as % of i.i.d.: JEST 400 (live reference), 233
 (cached), Flexi-JEST about 110. The per-iteration numbers come from XLA's cost analysis of the
 compiled pieces (reproduce.py `flops_per_iteration`). Args as filter_ratio.py.
