@@ -1,6 +1,7 @@
 r"""Local reproduction of the JEST paper's Figs. 2-5 on captioned Fashion-MNIST, and its analysis.
 
-  python -m experiments.jest.reproduce --workdir workdirs/jest --out results/jest
+  # Everything, 3 seeds, two single-core processes sharing the runs (1 h 45 min on 2 cores):
+  python -m experiments.jest.reproduce --workdir workdirs/jest --out results/jest --parallel 2
   python -m experiments.jest.reproduce --runs core --seeds 0        # the reduced set
   python -m experiments.jest.reproduce --analyze_only               # tables and plots only
 
@@ -9,7 +10,9 @@ r"""Local reproduction of the JEST paper's Figs. 2-5 on captioned Fashion-MNIST,
    cached once (tools/reference_embeddings.py): every selecting run uses the cache.
 2. Learner runs (experiments/jest/filter_ratio.py), per seed: the i.i.d. baseline; filter
    ratios f in {0.5, 0.8, 0.9} x joint / independent x learnability / easy-reference; at
-   f = 0.8 Flexi-JEST and JEST with the uncurated reference. `--runs core` keeps the uniform
+   f = 0.8 Flexi-JEST and JEST with the uncurated reference; and `uniform_3x`, the i.i.d.
+   baseline trained 3x as long (its own cosine schedule), the target of the issue's goal:
+   a run that reaches its final accuracy within `--steps` needs at most 1/3 of its iterations. `--runs core` keeps the uniform
    baseline and f = 0.8 (joint and independent learnability, joint easy-reference, Flexi, the
    uncurated reference). Finished runs are skipped (final.json); others resume.
 3. Fig. 2 analogue: on one super-batch (B = 640) scored by the uniform run's learner and the
@@ -19,16 +22,21 @@ r"""Local reproduction of the JEST paper's Figs. 2-5 on captioned Fashion-MNIST,
    of i.i.d., JEST with a live reference (a 2-step run), JEST with the cache, Flexi-JEST, as
    percentages of i.i.d.; with the learner's scoring forward reused for its gradient step
    (derived: the forward of the b chosen pairs is subtracted).
-Writes to --out: summary.json (per run: final zero-shot accuracy and retrieval, iterations and
-FLOPs to reach the uniform baseline's final zero-shot accuracy as ratios to uniform), table.md,
-fig2_sampler.png, fig3_filter_ratio.png, fig4_flops.png and curves.json (the raw curves).
+Writes to --out: summary.json (per run, mean and std over seeds: final zero-shot accuracy and
+retrieval, iterations and FLOPs to reach each uniform baseline's final value as ratios to that
+baseline's own; the wall time of the sweep), table.md, fig2_sampler.png, fig3_filter_ratio.png
+(final accuracy vs f), fig3_curves.png (learning curves at f = 0.8), fig4_flops.png and
+curves.json (the raw curves).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import subprocess
+import sys
 import time
 
 import matplotlib
@@ -60,7 +68,7 @@ REFERENCES = ('curated', 'uncurated')
 
 def all_runs() -> dict[str, str]:
   """Run name -> filter_ratio.py args (without seed, reference and cache)."""
-  runs = {'uniform': 'policy=uniform'}
+  runs = {'uniform': 'policy=uniform', 'uniform_3x': 'policy=uniform'}
   for f in (0.5, 0.8, 0.9):
     for policy in ('learnability', 'easy_reference'):
       for method in ('joint', 'independent'):
@@ -68,6 +76,12 @@ def all_runs() -> dict[str, str]:
   runs['flexi_learnability_joint_f0.8'] = 'policy=learnability,filter_ratio=0.8,flexi=True'
   runs['uncurated_ref_learnability_joint_f0.8'] = 'policy=learnability,filter_ratio=0.8'
   return runs
+
+
+# Runs longer than --steps, by this factor.
+STEPS_MULTIPLIER = {'uniform_3x': 3}
+# The i.i.d. baselines every run is compared with: summary key suffix -> run name.
+BASELINES = {'': 'uniform', '_vs_3x': 'uniform_3x'}
 
 
 CORE = ('uniform', 'learnability_joint_f0.8', 'learnability_independent_f0.8',
@@ -89,7 +103,8 @@ def run_config(args, name, seed, steps=None):
   if name != 'uniform':
     arg += (f',reference=cached,reference_workdir={reference_dir(args, pool)},'
             f'embedding_cache={cache_path(args, pool)}')
-  config = filter_ratio.get_config(f'{arg},seed={seed},steps={steps or args.steps}')
+  steps = steps or args.steps * STEPS_MULTIPLIER.get(name, 1)
+  config = filter_ratio.get_config(f'{arg},seed={seed},steps={steps}')
   for ev in config.evals.values():
     ev.log_steps = args.eval_every
   return config
@@ -107,16 +122,75 @@ def prepare_references(args):
       embedding_cache.save(cache_path(args, pool), reference_embeddings.compute(config))
 
 
+def timing_path(args):
+  return os.path.join(args.workdir, 'timing.jsonl')
+
+
+@contextlib.contextmanager
+def timed(args, part):
+  """Appends `part`'s wall-clock interval to the workdir's record (parallel shards append too)."""
+  start = time.time()
+  yield
+  with open(timing_path(args), 'a') as f:
+    f.write(json.dumps({'part': part, 'start': start, 'end': time.time()}) + '\n')
+
+
+def wall_seconds(path) -> dict:
+  """Wall time of the recorded intervals: their union (parallel shards overlap), and per part."""
+  with open(path) as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  total, end = 0.0, -np.inf
+  for r in sorted(rows, key=lambda r: r['start']):
+    total += max(0.0, r['end'] - max(r['start'], end))
+    end = max(end, r['end'])
+  parts = {}
+  for r in rows:
+    parts[r['part']] = parts.get(r['part'], 0.0) + r['end'] - r['start']
+  return {'total': total, 'parts': parts}
+
+
+def work_items(args):
+  """(seed, run name) pairs of this process: all of them, or every n-th from k (--shard k/n)."""
+  items = [(seed, name) for seed in args.seeds for name in args.runs]
+  return items[args.shard[0]::args.shard[1]] if args.shard else items
+
+
 def run_all(args):
-  t0 = time.time()
-  prepare_references(args)
-  for seed in args.seeds:
-    for name in args.runs:
-      t = time.time()
+  if not args.shard:  # Shards start after the parent prepared the references.
+    with timed(args, 'references'):
+      prepare_references(args)
+  if args.parallel > 1:
+    return run_parallel(args)
+  for seed, name in work_items(args):
+    t = time.time()
+    with timed(args, f'{name}_s{seed}'):
       final = train.train_once(run_config(args, name, seed),
                                os.path.join(args.workdir, 'runs', f'{name}_s{seed}'))
-      logging.info('%s seed %d: zero-shot %.4f (%.0fs, total %.0fs).', name, seed,
-                   final[METRIC], time.time() - t, time.time() - t0)
+    logging.info('%s seed %d: zero-shot %.4f (%.0fs).', name, seed, final[METRIC],
+                 time.time() - t)
+
+
+def run_parallel(args):
+  """--parallel n: n processes, each pinned to its share of the CPUs, split the runs. Small
+  models use two cores poorly within one XLA process, so two single-core processes train
+  more runs per hour than one process using both."""
+  cpus = sorted(os.sched_getaffinity(0))
+  if args.parallel > len(cpus):
+    raise SystemExit(f'--parallel {args.parallel} exceeds the {len(cpus)} CPUs available.')
+  procs = []
+  for k in range(args.parallel):
+    mine = set(cpus[k::args.parallel])
+    cmd = [sys.executable, '-m', 'experiments.jest.reproduce', '--workdir', args.workdir,
+           '--seeds', ','.join(map(str, args.seeds)), '--runs', ','.join(args.runs),
+           '--steps', str(args.steps), '--eval_every', str(args.eval_every),
+           '--ref_epochs', str(args.ref_epochs), '--shard', f'{k}/{args.parallel}',
+           '--runs_only']
+    procs.append(subprocess.Popen(cmd, preexec_fn=lambda mine=mine: os.sched_setaffinity(
+        0, mine)))
+  codes = [p.wait() for p in procs]
+  if any(codes):
+    raise SystemExit(f'Shard processes exited with {codes}: rerun the same command, finished '
+                     'runs are skipped and the others resume.')
 
 
 # ----- Fig. 2: the sampler against brute-force Gibbs -----
@@ -276,18 +350,30 @@ def analyze(args, fig2=None, fig4=None) -> dict:
   for name, per_seed in curves.items():
     rows = []
     for seed, c in per_seed.items():
-      base = curves['uniform'].get(seed)
-      if base is None:
+      if seed not in curves['uniform']:
         continue
       row = {'final': c['zeroshot'][-1], 'i2t': c['i2t'][-1], 't2i': c['t2i'][-1],
+             'retrieval': retrieval(c)[-1],
              'corrupted_selected': (float(np.mean(c['corrupted_selected']))
                                     if 'corrupted_selected' in c else None)}
-      for metric, values in TARGETS.items():  # The uniform run's final value, as the target.
-        target = values(base)[-1]
-        mine, theirs = reach(c, target, metric), reach(base, target, metric)
-        suffix = '' if metric == 'zeroshot' else '_retrieval'
-        row[f'iterations_ratio{suffix}'] = mine[0] / theirs[0] if mine else None
-        row[f'flops_ratio{suffix}'] = mine[1] / theirs[1] if mine else None
+      for base_suffix, base_name in BASELINES.items():
+        base = curves.get(base_name, {}).get(seed)
+        for metric, values in TARGETS.items():  # The baseline's final value, as the target.
+          suffix = ('' if metric == 'zeroshot' else '_retrieval') + base_suffix
+          keys = [f'{a}_{b}{suffix}' for a in ('iterations', 'flops')
+                  for b in ('ratio', 'fraction')]
+          if base is None:
+            row.update(dict.fromkeys(keys))
+            continue
+          target = values(base)[-1]
+          mine, theirs = reach(c, target, metric), reach(base, target, metric)
+          # ratio: to the baseline's own first evaluation at its final value (it may have got
+          # there long before its end); fraction: to the baseline's whole run (the paper's
+          # "a JEST run matches an i.i.d. run of N iterations with n", and the issue's goal).
+          row[f'iterations_ratio{suffix}'] = mine[0] / theirs[0] if mine else None
+          row[f'flops_ratio{suffix}'] = mine[1] / theirs[1] if mine else None
+          row[f'iterations_fraction{suffix}'] = mine[0] / base['step'][-1] if mine else None
+          row[f'flops_fraction{suffix}'] = mine[1] / base['flops'][-1] if mine else None
       rows.append(row)
 
     def stat(key):
@@ -297,8 +383,12 @@ def analyze(args, fig2=None, fig4=None) -> dict:
               'of': len(rows)}
 
     summary['runs'][name] = {k: stat(k) for k in (
-        'final', 'i2t', 't2i', 'iterations_ratio', 'flops_ratio', 'iterations_ratio_retrieval',
-        'flops_ratio_retrieval', 'corrupted_selected')}
+        'final', 'i2t', 't2i', 'retrieval', 'corrupted_selected') + tuple(
+            f'{kind}_{to}{metric}{base}' for kind in ('iterations', 'flops')
+            for to in ('ratio', 'fraction') for metric in ('', '_retrieval')
+            for base in BASELINES)}
+  if os.path.exists(timing_path(args)):  # Wall time of this machine's sweep, per part.
+    summary['wall_seconds'] = wall_seconds(timing_path(args))
   if fig2:
     summary['fig2_sampler'] = fig2
   if fig4:
@@ -322,18 +412,34 @@ def _fmt(s, pct=False):
 
 
 def write_table(args, summary):
-  lines = ['Ratios: iterations (FLOPs) to reach the uniform run\'s final value, as multiples of '
-           'the uniform run\'s own; "never" if not reached within the run.', '',
-           '| run | zero-shot (%) | I2T R@1 (%) | T2I R@1 (%) | zero-shot: iterations | '
-           'zero-shot: FLOPs | retrieval: iterations | retrieval: FLOPs | corrupted pairs '
-           'selected (%) |',
-           '|---|---:|---:|---:|---:|---:|---:|---:|---:|']
-  for name, r in summary['runs'].items():
+  runs = summary['runs']
+  lines = [f'Seeds: {", ".join(summary["seeds"])} (mean ± std; "(n/m)": reached in n of m seeds; '
+           '"never": in none). Ratios: iterations (FLOPs) to reach the baseline\'s final value, '
+           'as multiples of what the baseline itself needed.', '',
+           '| run | zero-shot (%) | I2T R@1 (%) | T2I R@1 (%) | corrupted pairs selected (%) |',
+           '|---|---:|---:|---:|---:|']
+  for name, r in runs.items():
     corrupted = _fmt(r['corrupted_selected'], True) if r['corrupted_selected']['n'] else '-'
     lines.append(f'| {name} | {_fmt(r["final"], True)} | {_fmt(r["i2t"], True)} | '
-                 f'{_fmt(r["t2i"], True)} | {_fmt(r["iterations_ratio"])} | '
-                 f'{_fmt(r["flops_ratio"])} | {_fmt(r["iterations_ratio_retrieval"])} | '
-                 f'{_fmt(r["flops_ratio_retrieval"])} | {corrupted} |')
+                 f'{_fmt(r["t2i"], True)} | {corrupted} |')
+  for suffix, base in BASELINES.items():
+    if base not in runs:
+      continue
+    lines += ['', f'To reach the final value of `{base}`: iterations and FLOPs as fractions of '
+              f'`{base}`\'s whole run (its length: the issue\'s goal), and as ratios to what '
+              f'`{base}` itself needed to first get there (stricter when it plateaus early).',
+              '',
+              '| run | zero-shot: iterations, of run / ratio | zero-shot: FLOPs, of run / ratio | '
+              'retrieval: iterations, of run / ratio | retrieval: FLOPs, of run / ratio |',
+              '|---|---:|---:|---:|---:|']
+    for name, r in runs.items():
+      cells = [f'{_fmt(r[f"{kind}_fraction{metric}{suffix}"])} / '
+               f'{_fmt(r[f"{kind}_ratio{metric}{suffix}"])}'
+               for metric in ('', '_retrieval') for kind in ('iterations', 'flops')]
+      lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
+  if 'wall_seconds' in summary:
+    lines += ['', f'Wall time of the sweep on this machine: '
+              f'{summary["wall_seconds"]["total"] / 60:.1f} min.']
   if 'fig4_flops_per_iteration' in summary:
     lines += ['', '| per iteration | GFLOPs | % of i.i.d. | % with the scoring forward reused |',
               '|---|---:|---:|---:|']
@@ -345,26 +451,70 @@ def write_table(args, summary):
     f.write('\n'.join(lines) + '\n')
 
 
+def mean_curve(per_seed):
+  """Seed-mean zero-shot and retrieval curves (the seeds share their evaluation steps)."""
+  cs = [per_seed[k] for k in sorted(per_seed)]
+  n = min(len(c['step']) for c in cs)
+  mean = lambda f: np.mean([np.asarray(f(c)[:n]) for c in cs], axis=0)  # pylint: disable=unnecessary-lambda-assignment
+  return {'step': cs[0]['step'][:n], 'flops': mean(lambda c: c['flops']),
+          'zeroshot': mean(lambda c: c['zeroshot']), 'retrieval': mean(retrieval)}
+
+
 def plot(args, summary, curves):
+  runs = summary['runs']
+  seeds = ', '.join(summary['seeds'])
+  # Fig. 3 analogue: final accuracy vs filter ratio (f = 0 is the i.i.d. baseline).
+  fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+  for ax, key, label in ((axes[0], 'final', 'zero-shot accuracy (%)'),
+                         (axes[1], 'retrieval', 'retrieval R@1 (%), mean of I2T and T2I')):
+    for i, (policy, method) in enumerate((('learnability', 'joint'),
+                                          ('learnability', 'independent'),
+                                          ('easy_reference', 'joint'),
+                                          ('easy_reference', 'independent'))):
+      fs, ys, es = [0.0], [runs['uniform'][key]['mean']], [runs['uniform'][key]['std']]
+      for f in (0.5, 0.8, 0.9):
+        r = runs.get(f'{policy}_{method}_f{f}')
+        if r and r[key]['mean'] is not None:
+          fs.append(f)
+          ys.append(r[key]['mean'])
+          es.append(r[key]['std'])
+      # Offsets keep the error bars of the four series apart.
+      ax.errorbar(np.asarray(fs) + 0.006 * (i - 1.5), 100 * np.asarray(ys),
+                  100 * np.asarray(es), capsize=3, ls='-' if method == 'joint' else '--',
+                  color='C0' if policy == 'learnability' else 'C1',
+                  label=f'{policy}, {method}')
+    if 'uniform_3x' in runs:
+      ax.axhline(100 * runs['uniform_3x'][key]['mean'], color='k', ls=':',
+                 label='i.i.d., 3x the iterations')
+    ax.set_xlabel('filter ratio f (f = 0: i.i.d.)')
+    ax.set_ylabel(label)
+    ax.grid(alpha=0.3)
+  axes[0].legend(fontsize=8)
+  fig.suptitle(f'JEST Fig. 3 analogue: after {args.steps} iterations (mean ± std, seeds {seeds})')
+  fig.tight_layout()
+  fig.savefig(os.path.join(args.out, 'fig3_filter_ratio.png'), dpi=120)
+  plt.close(fig)
+  # Learning curves of the f = 0.8 runs and the baselines, against iterations and FLOPs.
   fig, axes = plt.subplots(2, 2, figsize=(12, 9))
   for name, per_seed in curves.items():
-    c = per_seed[sorted(per_seed)[0]]
-    style = '-' if 'joint' in name or name == 'uniform' else '--'
-    for row, values in enumerate((c['zeroshot'], retrieval(c))):
-      axes[row, 0].plot(c['step'], 100 * np.asarray(values), style, label=name)
-      axes[row, 1].plot(np.asarray(c['flops']) / 1e12, 100 * np.asarray(values), style,
-                        label=name)
+    if not (name.startswith('uniform') or name.endswith('f0.8')):
+      continue
+    c = mean_curve(per_seed)
+    style = '-' if 'joint' in name or name.startswith('uniform') else '--'
+    for row, values in enumerate((c['zeroshot'], c['retrieval'])):
+      axes[row, 0].plot(c['step'], 100 * values, style, label=name)
+      axes[row, 1].plot(c['flops'] / 1e12, 100 * values, style, label=name)
   for row, label in enumerate(('zero-shot accuracy (%), Fashion-MNIST test',
-                               'retrieval recall@1 (%), mean of I2T and T2I')):
+                               'retrieval R@1 (%), mean of I2T and T2I')):
     axes[row, 0].set_xlabel('learner iterations')
     axes[row, 1].set_xlabel('total TFLOPs (reference training excluded, cache pass included)')
     for ax in axes[row]:
       ax.set_ylabel(label)
       ax.grid(alpha=0.3)
   axes[0, 0].legend(fontsize=7)
-  fig.suptitle(f'JEST Fig. 3 analogue (seed {sorted(next(iter(curves.values())))[0]})')
+  fig.suptitle(f'JEST Fig. 3 analogue: learning curves at f = 0.8 (mean of seeds {seeds})')
   fig.tight_layout()
-  fig.savefig(os.path.join(args.out, 'fig3_filter_ratio.png'), dpi=120)
+  fig.savefig(os.path.join(args.out, 'fig3_curves.png'), dpi=120)
   plt.close(fig)
   if 'fig2_sampler' in summary:
     s = summary['fig2_sampler']
@@ -418,20 +568,29 @@ def main():
   parser.add_argument('--bench_out', default='results/bench')
   parser.add_argument('--seeds', default='0,1,2')
   parser.add_argument('--runs', default='all', help="'all', 'core' or comma-separated names.")
-  parser.add_argument('--steps', type=int, default=1000)
+  parser.add_argument('--steps', type=int, default=800)
   parser.add_argument('--eval_every', type=int, default=100)
   parser.add_argument('--ref_epochs', type=float, default=30.0)
   parser.add_argument('--analyze_only', action='store_true')
+  parser.add_argument('--parallel', type=int, default=1,
+                      help='Processes sharing the runs, each pinned to its share of the CPUs.')
+  parser.add_argument('--shard', default='', help='k/n: this process trains every n-th run '
+                      'from the k-th (set by --parallel).')
+  parser.add_argument('--runs_only', action='store_true', help='Train, skip the analysis.')
   args = parser.parse_args()
+  args.shard = tuple(int(x) for x in args.shard.split('/')) if args.shard else None
   args.seeds = [int(s) for s in args.seeds.split(',')]
   args.runs = (list(all_runs()) if args.runs == 'all' else list(CORE) if args.runs == 'core'
                else args.runs.split(','))
   train.setup_script_logging()
   if not args.analyze_only:
     run_all(args)
-  fig2 = sampler_quality(args)
-  logging.info('Fig. 2 done; measuring FLOPs per iteration (Fig. 4).')
-  fig4 = flops_per_iteration(args)
+  if args.runs_only:
+    return
+  with (contextlib.nullcontext() if args.analyze_only else timed(args, 'fig2_and_fig4')):
+    fig2 = sampler_quality(args)
+    logging.info('Fig. 2 done; measuring FLOPs per iteration (Fig. 4).')
+    fig4 = flops_per_iteration(args)
   summary = analyze(args, fig2, fig4)
   os.makedirs(args.bench_out, exist_ok=True)  # The per-iteration FLOP benchmark, on its own.
   with open(os.path.join(args.bench_out, 'jest_flops_per_iteration.json'), 'w') as f:
