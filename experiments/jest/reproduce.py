@@ -1,6 +1,7 @@
 r"""Local reproduction of the JEST paper's Figs. 2-5 on captioned Fashion-MNIST, and its analysis.
 
-  # Everything, 3 seeds, two single-core processes sharing the runs (1 h 45 min on 2 cores):
+  # Everything, 3 seeds, two single-core processes sharing the runs (2 h 18 min on 2 cores,
+  # part of it beside a CI run):
   python -m experiments.jest.reproduce --workdir workdirs/jest --out results/jest --parallel 2
   python -m experiments.jest.reproduce --runs core --seeds 0        # the reduced set
   python -m experiments.jest.reproduce --analyze_only               # tables and plots only
