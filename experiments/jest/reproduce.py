@@ -12,9 +12,9 @@ r"""Local reproduction of the JEST paper's Figs. 2-5 on captioned Fashion-MNIST,
 2. Learner runs (experiments/jest/filter_ratio.py), per seed: the i.i.d. baseline; filter
    ratios f in {0.5, 0.8, 0.9} x joint / independent x learnability / easy-reference; at
    f = 0.8 Flexi-JEST and JEST with the uncurated reference; and `uniform_3x`, the i.i.d.
-   baseline trained 3x as long (its own cosine schedule), the target of the issue's goal:
-   a run that reaches its final accuracy within `--steps` needs at most 1/3 of its iterations. `--runs core` keeps the uniform
-   baseline and f = 0.8 (joint and independent learnability, joint easy-reference, Flexi, the
+   baseline trained 3x as long (its own cosine schedule), the target of the issue's goal: a
+   run that reaches its final accuracy within `--steps` needs at most 1/3 of its iterations.
+   `--runs core` keeps the uniform baseline and f = 0.8 (joint and independent learnability, joint easy-reference, Flexi, the
    uncurated reference). Finished runs are skipped (final.json); others resume.
 3. Fig. 2 analogue: on one super-batch (B = 640) scored by the uniform run's learner and the
    curated reference, the learnability of the sub-batch chosen by the chunked sampler vs its
@@ -24,8 +24,8 @@ r"""Local reproduction of the JEST paper's Figs. 2-5 on captioned Fashion-MNIST,
    percentages of i.i.d.; with the learner's scoring forward reused for its gradient step
    (derived: the forward of the b chosen pairs is subtracted).
 Writes to --out: summary.json (per run, mean and std over seeds: final zero-shot accuracy and
-retrieval, iterations and FLOPs to reach each uniform baseline's final value as ratios to that
-baseline's own; the wall time of the sweep), table.md, fig2_sampler.png, fig3_filter_ratio.png
+retrieval; iterations and FLOPs to reach each uniform baseline's final value, as fractions of
+that baseline's run and as ratios to its own first reach; the wall time of the sweep), table.md, fig2_sampler.png, fig3_filter_ratio.png
 (final accuracy vs f), fig3_curves.png (learning curves at f = 0.8), fig4_flops.png and
 curves.json (the raw curves).
 """
@@ -83,6 +83,13 @@ def all_runs() -> dict[str, str]:
 STEPS_MULTIPLIER = {'uniform_3x': 3}
 # The i.i.d. baselines every run is compared with: summary key suffix -> run name.
 BASELINES = {'': 'uniform', '_vs_3x': 'uniform_3x'}
+
+
+def ratio_keys(suffix: str) -> list[str]:
+  """Summary keys of the iterations / FLOPs needed to reach a target (`suffix`: metric, then
+  baseline): 'ratio' to the baseline's own first reach, 'fraction' of the baseline's run."""
+  return [f'{kind}_{to}{suffix}' for kind in ('iterations', 'flops')
+          for to in ('ratio', 'fraction')]
 
 
 CORE = ('uniform', 'learnability_joint_f0.8', 'learnability_independent_f0.8',
@@ -361,10 +368,8 @@ def analyze(args, fig2=None, fig4=None) -> dict:
         base = curves.get(base_name, {}).get(seed)
         for metric, values in TARGETS.items():  # The baseline's final value, as the target.
           suffix = ('' if metric == 'zeroshot' else '_retrieval') + base_suffix
-          keys = [f'{a}_{b}{suffix}' for a in ('iterations', 'flops')
-                  for b in ('ratio', 'fraction')]
           if base is None:
-            row.update(dict.fromkeys(keys))
+            row.update(dict.fromkeys(ratio_keys(suffix)))
             continue
           target = values(base)[-1]
           mine, theirs = reach(c, target, metric), reach(base, target, metric)
@@ -385,9 +390,8 @@ def analyze(args, fig2=None, fig4=None) -> dict:
 
     summary['runs'][name] = {k: stat(k) for k in (
         'final', 'i2t', 't2i', 'retrieval', 'corrupted_selected') + tuple(
-            f'{kind}_{to}{metric}{base}' for kind in ('iterations', 'flops')
-            for to in ('ratio', 'fraction') for metric in ('', '_retrieval')
-            for base in BASELINES)}
+            key for metric in ('', '_retrieval') for base in BASELINES
+            for key in ratio_keys(metric + base))}
   if os.path.exists(timing_path(args)):  # Wall time of this machine's sweep, per part.
     summary['wall_seconds'] = wall_seconds(timing_path(args))
   if fig2:
