@@ -68,6 +68,10 @@ class EpochSubsets:
 def make_train_iterator(source, *, global_batch_size: int, seed: int, preprocess_fn,
                         num_threads: int = 2, prefetch: int = 4, data_ratio: float = 1.0):
   """A checkpointable grain iterator (`get_state` / `set_state`) of host-local numpy batches."""
+  if data_ratio == 1.0 and reads_batches(source, preprocess_fn):
+    return _batched_train_iterator(source, global_batch_size=global_batch_size, seed=seed,
+                                   preprocess_fn=preprocess_fn, num_threads=num_threads,
+                                   prefetch=prefetch)
   if data_ratio == 1.0:
     ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat(None)
   else:
@@ -75,6 +79,28 @@ def make_train_iterator(source, *, global_batch_size: int, seed: int, preprocess
   ds = ds[jax.process_index()::jax.process_count()]
   ds = ds.random_map(preprocess_fn)
   ds = ds.batch(local_batch_size(global_batch_size), drop_remainder=True)
+  return iter(ds.to_iter_dataset(
+      grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)))
+
+
+def reads_batches(source, preprocess_fn) -> bool:
+  """Whether the train stream can read whole batches: the source stacks records itself
+  (`get_batch`) and preprocessing is deterministic (`preprocess_fn.batched`)."""
+  return (callable(getattr(source, 'get_batch', None))
+          and callable(getattr(preprocess_fn, 'batched', None)))
+
+
+def _batched_train_iterator(source, *, global_batch_size, seed, preprocess_fn, num_threads,
+                            prefetch):
+  """The stream of `make_train_iterator`, batch for batch the same numbers, read a batch at a
+  time: per-record Python costs about 90 us, 0.1 s for a JEST super-batch of 1280 on a core
+  the model needs too. grain shuffles the positions exactly as it would shuffle the records
+  (same seed, same tree), so the order does not depend on which path reads them."""
+  ds = grain.MapDataset.range(len(source)).seed(seed).shuffle().repeat(None)
+  ds = ds[jax.process_index()::jax.process_count()]
+  ds = ds.batch(local_batch_size(global_batch_size), drop_remainder=True)
+  read, batched = source.get_batch, preprocess_fn.batched
+  ds = ds.map(lambda indices: batched(read(indices)))
   return iter(ds.to_iter_dataset(
       grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)))
 

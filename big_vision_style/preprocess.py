@@ -3,6 +3,7 @@
 Built from `config.input` keys; `make(...)` returns `fn(example, rng) -> example` suitable for
 grain's `random_map` (rng is a numpy Generator seeded per element, so augmentation is
 deterministic given the pipeline seed and the element's position: exact resume needs that).
+Without augmentation `fn.batched(records) -> records` does the same to stacked records.
 """
 from __future__ import annotations
 
@@ -54,4 +55,18 @@ def make(image_size: int, mean: Sequence[float] = (0.5,), std: Sequence[float] =
     return {**example, 'image': image, 'label': np.int32(example['label']),
             'id': np.int64(example['id'])}
 
+  def batched(examples):
+    """`fn` over stacked records of decoded images already `image_size` (no augmentation):
+    the same numbers as `fn` per record, then stacking."""
+    images = np.asarray(examples['image'])
+    if images.shape[1:3] != (image_size, image_size):
+      raise ValueError(f'Batched preprocessing needs images of {image_size}x{image_size}, got '
+                       f'{images.shape[1:3]}: read records one by one instead.')
+    images = images[..., None] if images.ndim == 3 else images
+    return {**examples, 'image': (images.astype(np.float32) - mean) / std,
+            'label': np.asarray(examples['label'], np.int32),
+            'id': np.asarray(examples['id'], np.int64)}
+
+  # Augmentation draws per-record randomness from grain; only the deterministic path batches.
+  fn.batched = None if augment else batched
   return fn

@@ -66,6 +66,8 @@ class WithCachedScores:
     self.source, self.cache, self.key = source, cache, key
     self.ids, self.num_classes = source.ids, source.num_classes
     cache.lookup(source.ids)  # Fail now, not mid-training, if any id is missing.
+    if hasattr(source, 'get_batch'):  # Batched reads (input_pipeline) if the source has them.
+      self.get_batch = self._get_batch
 
   def __len__(self):
     return len(self.source)
@@ -73,6 +75,10 @@ class WithCachedScores:
   def __getitem__(self, index):
     record = self.source[index]
     return {**record, self.key: self.cache.lookup(record['id'])[()]}
+
+  def _get_batch(self, indices):
+    records = self.source.get_batch(indices)
+    return {**records, self.key: self.cache.lookup(records['id'])}
 
 
 def compute_outputs(fn, params, source, preprocess_fn, mesh, *, batch_size: int):

@@ -57,6 +57,20 @@ def test_records_ids_and_determinism(pools):
   assert not np.array_equal(other[0]['image'], train[0]['image'])
 
 
+def test_batched_reads_equal_single_reads(pools):
+  train = pools['train']
+  indices = np.array([5, 0, len(train) - 1, 5, -2])
+  batch = train.get_batch(indices)
+  for row, index in enumerate(indices.tolist()):
+    record = train[index]
+    assert batch.keys() == record.keys()
+    for key, value in record.items():
+      np.testing.assert_array_equal(batch[key][row], value, err_msg=key)
+      assert batch[key].dtype == np.asarray(value).dtype, key
+  with pytest.raises(IndexError, match='out of range'):
+    train.get_batch([len(train)])
+
+
 def test_corruption_fraction_types_and_clean_pools(pools):
   train = pools['train']
   n = len(train)

@@ -5,6 +5,7 @@ import pytest
 
 from big_vision_style import input_pipeline
 from big_vision_style import preprocess
+from big_vision_style import score_cache
 from big_vision_style import sharding
 from big_vision_style.datasets import base
 
@@ -43,6 +44,47 @@ def test_restored_iterator_yields_the_same_next_batches():
     got = next(resumed)
     for key in want:
       np.testing.assert_array_equal(got[key], want[key])
+
+
+class _BatchReadingSource(base.ArraySource):
+  """_tiny_source that also stacks records itself, as captioned Fashion-MNIST does."""
+
+  def get_batch(self, indices):
+    return {key: np.stack(values) for key, values in
+            zip(self[0], zip(*[self[int(i)].values() for i in indices]))}
+
+
+def test_batched_reads_give_the_per_record_stream_and_resume_exactly():
+  images = np.random.default_rng(0).integers(0, 256, (50, 4, 4, 1), dtype=np.uint8)
+  args = (images, np.arange(50) % 3, 1000 + np.arange(50))
+  per_record_source = base.ArraySource(*args, num_classes=3)
+  batched_source = _BatchReadingSource(*args, num_classes=3)
+  # With cached per-id values, as the reference embedding cache adds them.
+  cache = score_cache.ScoreCache(1000 + np.arange(50), np.arange(100.0).reshape(50, 2))
+  per_record_source = score_cache.WithCachedScores(per_record_source, cache, key='emb')
+  batched_source = score_cache.WithCachedScores(batched_source, cache, key='emb')
+  pp = preprocess.make(image_size=4, mean=(0.5,), std=(0.25,))
+  assert input_pipeline.reads_batches(batched_source, pp)
+  assert not input_pipeline.reads_batches(per_record_source, pp)
+  assert not input_pipeline.reads_batches(
+      batched_source, preprocess.make(image_size=4, augment=('flip',)))
+  make = lambda source: input_pipeline.make_train_iterator(
+      source, global_batch_size=10, seed=3, preprocess_fn=pp)
+  want, got = make(per_record_source), make(batched_source)
+  for _ in range(7):  # Into the second epoch: the reshuffle must match too.
+    a, b = next(want), next(got)
+    assert a.keys() == b.keys()
+    for key in a:
+      assert a[key].dtype == b[key].dtype, key
+      np.testing.assert_array_equal(b[key], a[key], err_msg=key)
+  state = got.get_state()
+  expected = [next(got) for _ in range(3)]
+  resumed = make(batched_source)
+  resumed.set_state(state)
+  for want_batch in expected:
+    got_batch = next(resumed)
+    for key in want_batch:
+      np.testing.assert_array_equal(got_batch[key], want_batch[key])
 
 
 def test_batches_become_global_arrays_sharded_over_data_axis():

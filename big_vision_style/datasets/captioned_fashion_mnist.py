@@ -130,6 +130,19 @@ class CaptionedSource:
       self._is_rendered[index] = True
     return self._rendered[index].copy()  # A copy: callers may write into what they get.
 
+  def get_batch(self, indices) -> dict[str, np.ndarray]:
+    """The records of `indices` stacked, as `[self[i] for i in indices]` then np.stack would
+    give, without per-record Python: a JEST step reads 5-10x b records (input_pipeline)."""
+    indices = np.asarray(indices, np.int64)
+    if indices.size and not (-len(self) <= indices.min() and indices.max() < len(self)):
+      raise IndexError(f'Indices out of range for a split of {len(self)} examples.')
+    indices = indices % len(self)
+    for index in indices[~self._is_rendered[indices]].tolist():
+      self.image(index)
+    return {'image': self._rendered[indices], 'text': self.text[indices],
+            'label': self.labels[indices], 'id': self.ids[indices],
+            'corruption': self.corruption[indices]}
+
   def __getitem__(self, index: int) -> dict[str, Any]:
     index = int(index)
     if not -len(self) <= index < len(self):
