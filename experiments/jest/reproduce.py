@@ -136,7 +136,7 @@ def timing_path(args):
 
 @contextlib.contextmanager
 def timed(args, part):
-  """Appends `part`'s wall-clock interval to the workdir's record (parallel shards append too)."""
+  """Appends `part`'s wall-clock interval to the workdir's record (parallel workers append too)."""
   start = time.time()
   yield
   with open(timing_path(args), 'a') as f:
@@ -144,7 +144,7 @@ def timed(args, part):
 
 
 def wall_seconds(path) -> dict:
-  """Wall time of the recorded intervals: their union (parallel shards overlap), and per part."""
+  """Wall time of the recorded intervals: their union (parallel workers overlap), and per part."""
   with open(path) as f:
     rows = [json.loads(line) for line in f if line.strip()]
   total, end = 0.0, -np.inf
@@ -157,19 +157,48 @@ def wall_seconds(path) -> dict:
   return {'total': total, 'parts': parts}
 
 
+def relative_cost(name: str) -> float:
+  """Rough cost of a run in i.i.d. runs: the learner's scoring forward is about a third of a
+  train step per pair scored, the rest of a pair's selection (reading it, the cached reference,
+  the sampler) about a tenth. Orders the parallel queue only, longest first."""
+  arg = dict(kv.split('=') for kv in all_runs()[name].split(','))
+  if arg['policy'] == 'uniform':
+    per_step = 1.0
+  else:
+    pairs = 1 / (1 - float(arg['filter_ratio']))  # Scored per pair trained on.
+    per_pair = 0.1 + (0.33 if arg['policy'] == 'learnability' else 0.0)
+    per_step = 1.0 + pairs * per_pair * (0.25 if arg.get('flexi') == 'True' else 1.0)
+  return per_step * STEPS_MULTIPLIER.get(name, 1)
+
+
 def work_items(args):
-  """(seed, run name) pairs of this process: all of them, or every n-th from k (--shard k/n)."""
+  """(seed, run name) pairs to train. A queue's workers (--parallel) take them longest first,
+  which keeps their finishing times close (the sweep's wall time is the last one's)."""
   items = [(seed, name) for seed in args.seeds for name in args.runs]
-  return items[args.shard[0]::args.shard[1]] if args.shard else items
+  if args.queue:
+    items.sort(key=lambda item: -relative_cost(item[1]))
+  return items
+
+
+def claim(args, seed, name) -> bool:
+  """True for exactly one of the workers sharing --queue: creating a file is atomic."""
+  try:
+    os.close(os.open(os.path.join(args.queue, f'{name}_s{seed}'),
+                     os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    return True
+  except FileExistsError:
+    return False
 
 
 def run_all(args):
-  if not args.shard:  # Shards start after the parent prepared the references.
+  if not args.queue:  # Workers start after the parent prepared the references.
     with timed(args, 'references'):
       prepare_references(args)
   if args.parallel > 1:
     return run_parallel(args)
   for seed, name in work_items(args):
+    if args.queue and not claim(args, seed, name):
+      continue
     t = time.time()
     with timed(args, f'{name}_s{seed}'):
       final = train.train_once(run_config(args, name, seed),
@@ -179,25 +208,27 @@ def run_all(args):
 
 
 def run_parallel(args):
-  """--parallel n: n processes, each pinned to its share of the CPUs, split the runs. Small
-  models use two cores poorly within one XLA process, so two single-core processes train
-  more runs per hour than one process using both."""
+  """--parallel n: n worker processes, each pinned to its share of the CPUs, take the runs
+  from one queue. Small models use two cores poorly within one XLA process, so two
+  single-core processes train more runs per hour than one process using both."""
   cpus = sorted(os.sched_getaffinity(0))
   if args.parallel > len(cpus):
     raise SystemExit(f'--parallel {args.parallel} exceeds the {len(cpus)} CPUs available.')
+  # A fresh queue per invocation: runs a killed sweep claimed are claimable again (and resume).
+  queue = os.path.join(args.workdir, 'queue', str(time.time_ns()))
+  os.makedirs(queue)
   procs = []
   for k in range(args.parallel):
     mine = set(cpus[k::args.parallel])
     cmd = [sys.executable, '-m', 'experiments.jest.reproduce', '--workdir', args.workdir,
            '--seeds', ','.join(map(str, args.seeds)), '--runs', ','.join(args.runs),
            '--steps', str(args.steps), '--eval_every', str(args.eval_every),
-           '--ref_epochs', str(args.ref_epochs), '--shard', f'{k}/{args.parallel}',
-           '--runs_only']
+           '--ref_epochs', str(args.ref_epochs), '--queue', queue, '--runs_only']
     procs.append(subprocess.Popen(cmd, preexec_fn=lambda mine=mine: os.sched_setaffinity(
         0, mine)))
   codes = [p.wait() for p in procs]
   if any(codes):
-    raise SystemExit(f'Shard processes exited with {codes}: rerun the same command, finished '
+    raise SystemExit(f'Worker processes exited with {codes}: rerun the same command, finished '
                      'runs are skipped and the others resume.')
 
 
@@ -579,11 +610,10 @@ def main():
   parser.add_argument('--analyze_only', action='store_true')
   parser.add_argument('--parallel', type=int, default=1,
                       help='Processes sharing the runs, each pinned to its share of the CPUs.')
-  parser.add_argument('--shard', default='', help='k/n: this process trains every n-th run '
-                      'from the k-th (set by --parallel).')
+  parser.add_argument('--queue', default='', help='A directory of claims shared by the '
+                      'workers of one --parallel sweep (set by --parallel).')
   parser.add_argument('--runs_only', action='store_true', help='Train, skip the analysis.')
   args = parser.parse_args()
-  args.shard = tuple(int(x) for x in args.shard.split('/')) if args.shard else None
   args.seeds = [int(s) for s in args.seeds.split(',')]
   args.runs = (list(all_runs()) if args.runs == 'all' else list(CORE) if args.runs == 'core'
                else args.runs.split(','))
