@@ -1,5 +1,7 @@
 """The contrastive objective in the trainer: JEST / ActiveCLIP selection inside the jitted step,
 the reference embedding cache against the live reference, Flexi-JEST's split batch, FLOPs."""
+import types
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -132,3 +134,25 @@ def test_every_image_text_config_builds_a_valid_selection(module, mode):
       config.input.batch_size)
   if mode == 'tpu':
     assert config.input.batch_size == 32_768 and config.model.image.variant == 'B/16'
+
+
+def test_parallel_sweep_queue_hands_each_run_to_one_worker_longest_first(tmp_path):
+  from experiments.jest import reproduce  # pylint: disable=g-import-not-at-top
+  workers = [types.SimpleNamespace(seeds=[0, 1], runs=list(reproduce.all_runs()),
+                                   queue=str(tmp_path)) for _ in range(2)]
+  items = reproduce.work_items(workers[0])
+  costs = [reproduce.relative_cost(name) for _, name in items]
+  assert costs == sorted(costs, reverse=True)
+  assert costs[0] == reproduce.relative_cost('learnability_joint_f0.9') > costs[-1] == 1.0
+  # Both workers try every run, in turn first; each run goes to exactly one of them.
+  taken = [[], []]
+  for i, (seed, name) in enumerate(items):
+    order = (0, 1) if i % 2 else (1, 0)
+    wins = [k for k in order if reproduce.claim(workers[k], seed, name)]
+    assert len(wins) == 1 and wins[0] == order[0]
+    taken[wins[0]].append((seed, name))
+  assert sorted(taken[0] + taken[1]) == sorted(items) and taken[0] and taken[1]
+  # A new sweep (a new queue directory) may claim them again: a killed sweep resumes.
+  fresh = types.SimpleNamespace(**{**vars(workers[0]), 'queue': str(tmp_path / 'next')})
+  (tmp_path / 'next').mkdir()
+  assert reproduce.claim(fresh, *items[0])
