@@ -26,7 +26,7 @@ LOCAL_IMAGE = dict(width=64, depth=2, mlp_dim=256, num_heads=2, patch_size=(8, 8
 LOCAL_TEXT = dict(width=64, depth=1, mlp_dim=256, num_heads=2)
 # 32 px, not the dataset's default 48: a clean reference learns zero-shot as fast per step
 # (15.2% vs 14.6% after 800 steps, measured) at half the FLOPs per step, which is what makes
-# the 3-seed grid of reproduce.py affordable on 2 CPU cores (138.5 min wall, results/jest).
+# the 3-seed grid of reproduce.py affordable on 2 CPU cores (96.9 min wall, results/jest).
 LOCAL_CANVAS = 32
 LOCAL_FLEXI_PATCH = (16, 16)  # Coarse patch of Flexi-JEST: 4 tokens instead of 16.
 # A fixed centring and scaling of the RGB canvases to about [-2, 2] (not their measured

@@ -1,7 +1,6 @@
 r"""Local reproduction of the JEST paper's Figs. 2-5 on captioned Fashion-MNIST, and its analysis.
 
-  # Everything, 3 seeds, two single-core processes sharing the runs (2 h 18 min on 2 cores,
-  # part of it beside a CI run):
+  # Everything, 3 seeds, two single-core workers sharing the runs (96.9 min on 2 idle cores):
   python -m experiments.jest.reproduce --workdir workdirs/jest --out results/jest --parallel 2
   python -m experiments.jest.reproduce --runs core --seeds 0        # the reduced set
   python -m experiments.jest.reproduce --analyze_only               # tables and plots only
