@@ -1,0 +1,73 @@
+r"""Does a stronger curated reference make learnability JEST meet the goal? A follow-up to
+reproduce.py: the same runs with a reference trained longer, compared seed by seed with the
+main sweep's (same learner seeds, same `uniform_3x` targets).
+
+  # Reference trained 90 epochs instead of 30, then learnability JEST at f = 0.8, 3 seeds:
+  python -m experiments.jest.reproduce --workdir workdirs/jest_ref90 --ref_epochs 90 \
+      --runs learnability_joint_f0.8 --seeds 0,1,2 --parallel 2 --runs_only
+  python -m experiments.jest.reference_strength --main workdirs/jest \
+      --strong workdirs/jest_ref90 --out results/jest/reference_strength.json
+
+FLOPs are the runs' XLA-measured totals with the reference cache pass and without reference
+training, as in reproduce.py: a 3x longer reference costs 3x more to pretrain, once.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import numpy as np
+
+from experiments.jest import reproduce
+
+
+def compare(main: str, strong: str, run: str, seeds) -> dict:
+  rows = []
+  for seed in seeds:
+    target = reproduce.curve(os.path.join(main, 'runs', f'uniform_3x_s{seed}'))
+    goal_zeroshot = target['zeroshot'][-1]
+    row = {'seed': seed, 'uniform_3x_final': goal_zeroshot}
+    for name, workdir in (('main', main), ('strong', strong)):
+      c = reproduce.curve(os.path.join(workdir, 'runs', f'{run}_s{seed}'))
+      hit = reproduce.reach(c, goal_zeroshot)
+      row[name] = {
+          'final': c['zeroshot'][-1], 'retrieval': reproduce.retrieval(c)[-1],
+          # As reproduce.py: the chosen batches' corrupted share, averaged over evaluation steps.
+          'corrupted_selected': float(np.mean(c['corrupted_selected'])),
+          # The goal's definition: fractions of the i.i.d. run's whole length and FLOPs.
+          'iterations_fraction': hit[0] / target['step'][-1] if hit else None,
+          'flops_fraction': hit[1] / target['flops'][-1] if hit else None}
+    rows.append(row)
+  references = {}
+  for name, workdir in (('main', main), ('strong', strong)):
+    with open(os.path.join(workdir, 'reference_curated', 'final.json')) as f:
+      final = json.load(f)
+    references[name] = {'zeroshot': final[reproduce.METRIC], 'steps': final['step'],
+                        'train_flops': final['flops/total']}
+  mean = lambda key: {n: float(np.mean([r[n][key] for r in rows])) for n in ('main', 'strong')}
+  return {'run': run, 'references': references, 'per_seed': rows,
+          'mean_final': mean('final'), 'mean_retrieval': mean('retrieval'),
+          'mean_corrupted_selected': mean('corrupted_selected'),
+          'reached': {n: sum(r[n]['iterations_fraction'] is not None for r in rows)
+                      for n in ('main', 'strong')}}
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--main', default='workdirs/jest')
+  parser.add_argument('--strong', default='workdirs/jest_ref90')
+  parser.add_argument('--run', default='learnability_joint_f0.8')
+  parser.add_argument('--seeds', default='0,1,2')
+  parser.add_argument('--out', default='results/jest/reference_strength.json')
+  args = parser.parse_args()
+  out = compare(args.main, args.strong, args.run, [int(s) for s in args.seeds.split(',')])
+  out['command'] = 'python -m experiments.jest.reference_strength ' + ' '.join(
+      f'--{k} {v}' for k, v in vars(args).items())
+  with open(args.out, 'w') as f:
+    json.dump(out, f, indent=1)
+  print(json.dumps(out, indent=1))
+
+
+if __name__ == '__main__':
+  main()
