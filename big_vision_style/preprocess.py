@@ -56,13 +56,12 @@ def make(image_size: int, mean: Sequence[float] = (0.5,), std: Sequence[float] =
             'id': np.int64(example['id'])}
 
   def batched(examples):
-    """`fn` over stacked records of decoded images already `image_size` (no augmentation):
-    the same numbers as `fn` per record, then stacking."""
+    """`fn` over stacked records of decoded images (no augmentation): the same numbers as
+    `fn` per record, then stacking."""
     images = np.asarray(examples['image'])
-    if images.shape[1:3] != (image_size, image_size):
-      raise ValueError(f'Batched preprocessing needs images of {image_size}x{image_size}, got '
-                       f'{images.shape[1:3]}: read records one by one instead.')
     images = images[..., None] if images.ndim == 3 else images
+    if images.shape[1:3] != (image_size, image_size):  # Resizing stays per image (PIL).
+      images = np.stack([_resize(image, image_size) for image in images])
     return {**examples, 'image': (images.astype(np.float32) - mean) / std,
             'label': np.asarray(examples['label'], np.int32),
             'id': np.asarray(examples['id'], np.int64)}

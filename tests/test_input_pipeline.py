@@ -77,6 +77,12 @@ def test_batched_reads_give_the_per_record_stream_and_resume_exactly():
     for key in a:
       assert a[key].dtype == b[key].dtype, key
       np.testing.assert_array_equal(b[key], a[key], err_msg=key)
+  # Images of another size are resized one by one, to the same pixels.
+  small = preprocess.make(image_size=2, mean=(0.5,), std=(0.25,))
+  records = [per_record_source[i] for i in range(5)]
+  np.testing.assert_array_equal(
+      small.batched(batched_source.get_batch(np.arange(5)))['image'],
+      np.stack([small(r)['image'] for r in records]))
   state = got.get_state()
   expected = [next(got) for _ in range(3)]
   resumed = make(batched_source)
