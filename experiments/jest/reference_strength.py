@@ -29,15 +29,11 @@ def compare(main: str, strong: str, run: str, seeds) -> dict:
     goal_zeroshot = target['zeroshot'][-1]
     row = {'seed': seed, 'uniform_3x_final': goal_zeroshot}
     for name, workdir in (('main', main), ('strong', strong)):
-      c = reproduce.curve(os.path.join(workdir, 'runs', f'{run}_s{seed}'))
-      hit = reproduce.reach(c, goal_zeroshot)
-      row[name] = {
-          'final': c['zeroshot'][-1], 'retrieval': reproduce.retrieval(c)[-1],
-          # As reproduce.py: the chosen batches' corrupted share, averaged over evaluation steps.
-          'corrupted_selected': float(np.mean(c['corrupted_selected'])),
-          # The goal's definition: fractions of the i.i.d. run's whole length and FLOPs.
-          'iterations_fraction': hit[0] / target['step'][-1] if hit else None,
-          'flops_fraction': hit[1] / target['flops'][-1] if hit else None}
+      full = reproduce.run_row(reproduce.curve(os.path.join(workdir, 'runs', f'{run}_s{seed}')),
+                               {'': target})
+      # The goal's definition: fractions of the i.i.d. run's whole length and FLOPs.
+      row[name] = {key: full[key] for key in ('final', 'retrieval', 'corrupted_selected',
+                                               'iterations_fraction', 'flops_fraction')}
     rows.append(row)
   references = {}
   for name, workdir in (('main', main), ('strong', strong)):

@@ -13,8 +13,9 @@ r"""Local reproduction of the JEST paper's Figs. 2-5 on captioned Fashion-MNIST,
    f = 0.8 Flexi-JEST and JEST with the uncurated reference; and `uniform_3x`, the i.i.d.
    baseline trained 3x as long (its own cosine schedule), the target of the issue's goal: a
    run that reaches its final accuracy within `--steps` needs at most 1/3 of its iterations.
-   `--runs core` keeps the uniform baseline and f = 0.8 (joint and independent learnability, joint easy-reference, Flexi, the
-   uncurated reference). Finished runs are skipped (final.json); others resume.
+   `--runs core` keeps the uniform baseline and f = 0.8 (joint and independent learnability,
+   joint easy-reference, Flexi, the uncurated reference). Finished runs are skipped
+   (final.json); others resume.
 3. Fig. 2 analogue: on one super-batch (B = 640) scored by the uniform run's learner and the
    curated reference, the learnability of the sub-batch chosen by the chunked sampler vs its
    number of chunks, against a brute-force Gibbs sampler vs its iterations; and vs f.
@@ -24,9 +25,9 @@ r"""Local reproduction of the JEST paper's Figs. 2-5 on captioned Fashion-MNIST,
    (derived: the forward of the b chosen pairs is subtracted).
 Writes to --out: summary.json (per run, mean and std over seeds: final zero-shot accuracy and
 retrieval; iterations and FLOPs to reach each uniform baseline's final value, as fractions of
-that baseline's run and as ratios to its own first reach; the wall time of the sweep), table.md, fig2_sampler.png, fig3_filter_ratio.png
-(final accuracy vs f), fig3_curves.png (learning curves at f = 0.8), fig4_flops.png and
-curves.json (the raw curves).
+that baseline's run and as ratios to its own first reach; the wall time of the sweep),
+table.md, fig2_sampler.png, fig3_filter_ratio.png (final accuracy vs f), fig3_curves.png
+(learning curves at f = 0.8), fig4_flops.png and curves.json (the raw curves).
 """
 from __future__ import annotations
 
@@ -371,6 +372,31 @@ def reach(c, target, metric='zeroshot'):
   return None
 
 
+def run_row(c, baselines: dict) -> dict:
+  """One run's final values, and the iterations / FLOPs it needed to reach each baseline's
+  final value (`baselines`: summary key suffix -> the baseline's curve, None if missing)."""
+  row = {'final': c['zeroshot'][-1], 'i2t': c['i2t'][-1], 't2i': c['t2i'][-1],
+         'retrieval': retrieval(c)[-1],
+         'corrupted_selected': (float(np.mean(c['corrupted_selected']))
+                                if 'corrupted_selected' in c else None)}
+  for base_suffix, base in baselines.items():
+    for metric, values in TARGETS.items():  # The baseline's final value, as the target.
+      suffix = ('' if metric == 'zeroshot' else '_retrieval') + base_suffix
+      if base is None:
+        row.update(dict.fromkeys(ratio_keys(suffix)))
+        continue
+      target = values(base)[-1]
+      mine, theirs = reach(c, target, metric), reach(base, target, metric)
+      # ratio: to the baseline's own first evaluation at its final value (it may have got
+      # there long before its end); fraction: to the baseline's whole run (the paper's
+      # "a JEST run matches an i.i.d. run of N iterations with n", and the issue's goal).
+      row[f'iterations_ratio{suffix}'] = mine[0] / theirs[0] if mine else None
+      row[f'flops_ratio{suffix}'] = mine[1] / theirs[1] if mine else None
+      row[f'iterations_fraction{suffix}'] = mine[0] / base['step'][-1] if mine else None
+      row[f'flops_fraction{suffix}'] = mine[1] / base['flops'][-1] if mine else None
+  return row
+
+
 def analyze(args, fig2=None, fig4=None) -> dict:
   curves = {}
   for name in all_runs():
@@ -390,26 +416,8 @@ def analyze(args, fig2=None, fig4=None) -> dict:
     for seed, c in per_seed.items():
       if seed not in curves['uniform']:
         continue
-      row = {'final': c['zeroshot'][-1], 'i2t': c['i2t'][-1], 't2i': c['t2i'][-1],
-             'retrieval': retrieval(c)[-1],
-             'corrupted_selected': (float(np.mean(c['corrupted_selected']))
-                                    if 'corrupted_selected' in c else None)}
-      for base_suffix, base_name in BASELINES.items():
-        base = curves.get(base_name, {}).get(seed)
-        for metric, values in TARGETS.items():  # The baseline's final value, as the target.
-          suffix = ('' if metric == 'zeroshot' else '_retrieval') + base_suffix
-          if base is None:
-            row.update(dict.fromkeys(ratio_keys(suffix)))
-            continue
-          target = values(base)[-1]
-          mine, theirs = reach(c, target, metric), reach(base, target, metric)
-          # ratio: to the baseline's own first evaluation at its final value (it may have got
-          # there long before its end); fraction: to the baseline's whole run (the paper's
-          # "a JEST run matches an i.i.d. run of N iterations with n", and the issue's goal).
-          row[f'iterations_ratio{suffix}'] = mine[0] / theirs[0] if mine else None
-          row[f'flops_ratio{suffix}'] = mine[1] / theirs[1] if mine else None
-          row[f'iterations_fraction{suffix}'] = mine[0] / base['step'][-1] if mine else None
-          row[f'flops_fraction{suffix}'] = mine[1] / base['flops'][-1] if mine else None
+      row = run_row(c, {suffix: curves.get(base_name, {}).get(seed)
+                        for suffix, base_name in BASELINES.items()})
       rows.append(row)
 
     def stat(key):
