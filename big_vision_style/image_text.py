@@ -12,8 +12,10 @@
                                  # (ActiveCLIP's small online actor; needs config.actor_model)
       reference='pretrained',    # pretrained (a frozen two-tower run) | cached (embeddings)
       reference_workdir=..., embedding_cache=...,
-      score_patch_size=None)     # Flexi-JEST: score at this (coarser) patch size, and train
+      score_patch_size=None,     # Flexi-JEST: score at this (coarser) patch size, and train
                                  # half of the selected batch at it, half at the native one
+      reuse_scoring_forward=False)  # the scorer's gradient step reuses its scoring forward
+                                    # (forward_reuse.py); B/b x the activation memory
 
 One step, on a super-batch of B pairs (sharded over 'data'):
   1. embed the super-batch with the scorer (and the reference, unless its embeddings come
@@ -23,17 +25,22 @@ One step, on a super-batch of B pairs (sharded over 'data'):
      'uniform' draws b of B uniformly;
   3. gather them (selection.gather: only the selected pairs move) and update the learner with
      the contrastive loss of the selected batch; an online actor trains on the same batch.
+     With `reuse_scoring_forward`, the model that scored (the learner in JEST, the actor in
+     ActiveCLIP) does not run its forward over the b again: its backward uses the chosen rows
+     of the scoring forward's activations (forward_reuse.py). Not with Flexi-JEST, which
+     scores at another patch size than it trains.
 The selected sub-batch's learnability (sum of S over its b x b pairs, divided by b) and the
 fraction of corrupted pairs chosen are logged: the two things selection is meant to change.
 
 FLOPs by category (XLA cost analysis of each piece compiled alone, as train.py does):
 learner_train (forward + backward on b), scoring (the scorer's forward over B, plus whatever
 the whole step holds beyond its pieces: the sampler, the gather), actor_train,
-reference_scoring (the live reference's forward over B; zero when cached). The scoring forward
-is not reused for the gradient: the backward needs activations of only b of the B pairs, and
-keeping all B's activations costs B/b times the memory of a plain step. The per-iteration
-ratios with reuse (the paper's F(2 + B/b)) are derived from these measured pieces in
-experiments/jest/reproduce.py (`flops_per_iteration`).
+reference_scoring (the live reference's forward over B; zero when cached). With the scoring
+forward reused, the scorer's train category is its step on b less its forward on b, each
+measured; the gather of the chosen activations is then part of what the whole step holds
+beyond its pieces (scoring). By default the forward is not reused: the backward needs the
+activations of only b of the B pairs, and keeping all B's until the choice is made costs B/b
+times the activation memory of a plain step.
 """
 from __future__ import annotations
 
@@ -46,6 +53,7 @@ import optax
 from big_vision_style import contrastive
 from big_vision_style import embedding_cache
 from big_vision_style import flops
+from big_vision_style import forward_reuse
 from big_vision_style import jest
 from big_vision_style import selection
 
@@ -55,7 +63,7 @@ SCORERS = ('learner', 'actor')
 REFERENCES = ('pretrained', 'cached')
 DEFAULTS = dict(policy='uniform', method='joint', filter_ratio=0.0, num_chunks=1, gain=1.0,
                 scorer='learner', reference='pretrained', reference_workdir=None,
-                embedding_cache=None, score_patch_size=None)
+                embedding_cache=None, score_patch_size=None, reuse_scoring_forward=False)
 
 
 def selection_config(config) -> dict:
@@ -77,6 +85,10 @@ def selection_config(config) -> dict:
   sel['super_batch_size'] = selection.super_batch_size(b, sel['filter_ratio'])
   if sel['policy'] != 'uniform' and sel['method'] == 'joint':
     jest.check_sizes(sel['super_batch_size'], b, sel['num_chunks'])
+  if sel['score_patch_size'] and sel['reuse_scoring_forward']:
+    raise ValueError('config.selection.reuse_scoring_forward cannot be used with Flexi-JEST '
+                     '(score_patch_size): it scores at another patch size than it trains, so '
+                     'the scoring forward holds no activation the gradient step could reuse.')
   if sel['score_patch_size'] and b % 2:
     raise ValueError(f'Flexi-JEST trains half of the batch at each patch size: '
                      f'config.input.batch_size={b} must be even.')
@@ -94,6 +106,13 @@ def roles_needed(sel) -> set[str]:
   if sel['scorer'] == 'actor':
     out.add('actor')  # Trained online on the selected batch, even if the policy ignores it.
   return out
+
+
+def reusing_role(sel) -> str | None:
+  """The role whose train step reuses its scoring forward, if any (module doc)."""
+  if sel['reuse_scoring_forward'] and sel['scorer'] in roles_needed(sel):
+    return sel['scorer']
+  return None
 
 
 def embed(model, params, images, texts, *, patch_size=None) -> jest.Embeddings:
@@ -126,6 +145,31 @@ def train_step(model, tx, role_state, batch, *, loss: str, flexi_patch_size=None
   value, grads = jax.value_and_grad(functools.partial(
       loss_fn, model, batch=batch, loss=loss, flexi_patch_size=flexi_patch_size))(
           role_state['params'])
+  return _apply(tx, role_state, value, grads)
+
+
+def scoring_forward(model, params, batch):
+  """The scorer's embeddings of the super-batch and their VJP (for `reusing_train_step`)."""
+  return jax.vjp(lambda p: embed(model, p, batch['image'], batch['text']), params)
+
+
+def reusing_train_step(model, tx, role_state, scored, scored_vjp, chosen, indices, mesh, *,
+                       loss: str):
+  """`train_step` on `chosen` (the rows `indices` of the super-batch that `scoring_forward`
+  embedded as `scored`), with no forward of its own: the loss of the chosen rows' embeddings
+  is differentiated back through the scoring forward's activations of those rows."""
+  fn = lambda p, x: embed(model, p, x['image'], x['text'])
+  sub_vjp = forward_reuse.sub_batch_vjp(fn, role_state['params'], scored_vjp,
+                                        _pixels_only(chosen), indices, mesh,
+                                        full_size=scored.image.shape[0])
+  rows = selection.gather({'image': scored.image, 'text': scored.text}, indices, mesh)
+  value, cotangent = jax.value_and_grad(lambda e: jnp.mean(contrastive.per_example_loss(
+      loss, e.image, e.text, e.temperature, e.bias)))(scored._replace(**rows))
+  grads, = sub_vjp(cotangent)
+  return _apply(tx, role_state, value, grads)
+
+
+def _apply(tx, role_state, value, grads):
   updates, opt = tx.update(grads, role_state['opt'], role_state['params'])
   return ({'params': optax.apply_updates(role_state['params'], updates), 'opt': opt},
           {'loss': value, 'grad_norm': optax.global_norm(grads)})
@@ -146,6 +190,7 @@ def make_update_fn(models_by_role, txs, schedule, train_rng, replicated, mesh, *
   needed = roles_needed(sel)
   flexi = sel['score_patch_size']
   flexi = tuple(flexi) if flexi else None
+  reusing = reusing_role(sel)
 
   def reference_embeddings(frozen, batch):
     if 'reference' not in needed:
@@ -160,9 +205,13 @@ def make_update_fn(models_by_role, txs, schedule, train_rng, replicated, mesh, *
     measurements = {}
     if selecting:
       scorer = sel['scorer']
-      scorer_emb = (embed(models_by_role[scorer], state[scorer]['params'], batch['image'],
-                          batch['text'], patch_size=flexi)
-                    if scorer in needed else None)
+      scorer_emb = scorer_vjp = None
+      if reusing:
+        scorer_emb, scorer_vjp = scoring_forward(models_by_role[scorer],
+                                                 state[scorer]['params'], _pixels_only(batch))
+      elif scorer in needed:
+        scorer_emb = embed(models_by_role[scorer], state[scorer]['params'], batch['image'],
+                           batch['text'], patch_size=flexi)
       reference_emb = reference_embeddings(frozen, batch)
       if sel['policy'] == 'uniform':
         indices = selection.select_indices(jnp.zeros([sel['super_batch_size']]), batch_size,
@@ -188,15 +237,19 @@ def make_update_fn(models_by_role, txs, schedule, train_rng, replicated, mesh, *
     else:
       chosen = batch
 
+    def train_role(role, patch):
+      if role == reusing:
+        return reusing_train_step(models_by_role[role], txs[role], state[role], scorer_emb,
+                                  scorer_vjp, chosen, indices, mesh, loss=loss)
+      return train_step(models_by_role[role], txs[role], state[role], _pixels_only(chosen),
+                        loss=loss, flexi_patch_size=patch)
+
     new_state = dict(state)
-    new_state['learner'], m = train_step(models_by_role['learner'], txs['learner'],
-                                         state['learner'], _pixels_only(chosen), loss=loss,
-                                         flexi_patch_size=flexi)
+    new_state['learner'], m = train_role('learner', flexi)
     measurements.update({'train/loss': m['loss'], 'train/grad_norm': m['grad_norm'],
                          'train/lr': schedule(step - 1)})
     if 'actor' in state:  # ActiveCLIP: same objective, same selected batch, no Flexi.
-      new_state['actor'], m = train_step(models_by_role['actor'], txs['actor'], state['actor'],
-                                         _pixels_only(chosen), loss=loss)
+      new_state['actor'], m = train_role('actor', None)
       measurements['actor/loss'] = m['loss']
     return new_state, measurements
 
@@ -218,14 +271,17 @@ def measure_categories(models_by_role, txs, state, frozen, batch_spec, chosen_sp
                                    flexi_patch_size=patch))
     return flops.compile_and_measure(fn, state[role], chosen_spec)[1].flops
 
-  def forward_cost(role, params, patch=None):
+  def forward_cost(role, params, patch=None, spec=batch_spec):
     fn = jax.jit(lambda p, b: embed(models_by_role[role], p, b['image'], b['text'],
                                     patch_size=patch)[:2])
-    return flops.compile_and_measure(fn, params, batch_spec)[1].flops
+    return flops.compile_and_measure(fn, params, spec)[1].flops
 
-  cost['learner_train'] = train_cost('learner', flexi)
-  if 'actor' in state:
-    cost['actor_train'] = train_cost('actor', None)
+  reusing = reusing_role(sel)
+  for role in ('learner', 'actor'):
+    if role in state:
+      cost[f'{role}_train'] = train_cost(role, flexi if role == 'learner' else None)
+      if role == reusing:  # Its forward over the chosen b was done while scoring.
+        cost[f'{role}_train'] -= forward_cost(role, state[role]['params'], spec=chosen_spec)
   if selecting and sel['policy'] != 'uniform':
     scorer = sel['scorer']
     if scorer in needed:

@@ -39,15 +39,17 @@ def reference_dir(tmp_path_factory):
 
 
 def test_jest_step_runs_with_live_and_cached_reference_identically(reference_dir, tmp_path):
+  # Without reusing the scoring forward, so the learner's scoring is a forward over B alone
+  # and compares with the live reference's.
   live = _small(filter_ratio.get_config(
-      f'runlocal,filter_ratio=0.75,num_chunks=4,reference_workdir={reference_dir}'))
+      f'runlocal,filter_ratio=0.75,num_chunks=4,reference_workdir={reference_dir},reuse=false'))
   cache = reference_embeddings.compute(live, batch_size=256)
   assert len(cache.ids) == TRAIN_SIZE and cache.dim == live.model.embed_dim
   path = str(tmp_path / 'cache.npz')
   embedding_cache.save(path, cache)
   cached = _small(filter_ratio.get_config(
       f'runlocal,filter_ratio=0.75,num_chunks=4,reference_workdir={reference_dir},'
-      f'reference=cached,embedding_cache={path}'))
+      f'reference=cached,embedding_cache={path},reuse=false'))
 
   final_live, state_live = train.train(live, str(tmp_path / 'live'))
   final_cached, state_cached = train.train(cached, str(tmp_path / 'cached'))
@@ -73,6 +75,37 @@ def test_jest_step_runs_with_live_and_cached_reference_identically(reference_dir
   assert final_live['flops/learner_train'] == pytest.approx(final_cached['flops/learner_train'])
   for key in ('eval/zeroshot/accuracy', 'eval/retrieval/i2t_recall_at_1'):
     assert 0.0 <= final_live[key] <= 1.0
+
+
+@pytest.mark.parametrize('role', ['learner', 'actor'])  # JEST; ActiveCLIP's online actor.
+def test_reusing_the_scoring_forward_trains_the_same_models_for_fewer_flops(role, reference_dir,
+                                                                            tmp_path):
+  from experiments.bad_students import active_clip  # pylint: disable=g-import-not-at-top
+  runs = {}
+  for reuse in ('false', 'true'):
+    if role == 'learner':
+      config = filter_ratio.get_config(f'runlocal,filter_ratio=0.75,num_chunks=4,'
+                                       f'reference_workdir={reference_dir},reuse={reuse}')
+    else:
+      config = active_clip.get_config(f'runlocal,reference_workdir={reference_dir},'
+                                      f'reuse={reuse}')
+    config = _small(config)
+    assert image_text.reusing_role(image_text.selection_config(config)) == (
+        role if reuse == 'true' else None)
+    final, state = train.train(config, str(tmp_path / reuse))
+    runs[reuse] = final, state[role]['params'], read_rows(tmp_path / reuse)
+  (plain, plain_params, plain_rows), (reused, reused_params, reused_rows) = (
+      runs['false'], runs['true'])
+  keys = ['train/loss', 'selection/learnability_selected'] + (
+      ['actor/loss'] if role == 'actor' else [])
+  for key in keys:
+    np.testing.assert_allclose([r[key] for r in reused_rows], [r[key] for r in plain_rows],
+                               rtol=1e-4, err_msg=key)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-3), reused_params,
+               plain_params)
+  # The scorer's step loses its forward over b: about a third of forward + backward.
+  assert 0.6 < reused[f'flops/{role}_train'] / plain[f'flops/{role}_train'] < 0.75
+  assert reused['flops/reference_scoring'] == plain['flops/reference_scoring']
 
 
 def test_independent_selection_and_uniform_baseline_run(reference_dir, tmp_path):
@@ -106,7 +139,9 @@ def test_flexi_loss_trains_half_the_batch_at_each_patch_size():
 def test_bad_selection_configs_name_the_problem():
   for arg, match in (('method=greedy', 'config.selection.method'),
                      ('num_chunks=5', 'num_chunks=5 does not divide'),
-                     ('filter_ratio=1.0', 'filter_ratio=1.0 must be in')):
+                     ('filter_ratio=1.0', 'filter_ratio=1.0 must be in'),
+                     ('flexi,reuse=true', 'reuse_scoring_forward cannot be used with Flexi'),
+                     ('reuse=always', 'expected auto, true or false')):
     with pytest.raises(ValueError, match=match):
       image_text.selection_config(filter_ratio.get_config(arg))
   config = filter_ratio.get_config('')
