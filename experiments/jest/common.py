@@ -36,7 +36,7 @@ LOCAL_PP = dict(image_size=LOCAL_CANVAS, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 
 ARGS = dict(runlocal=False, tpu=False, seed=0, policy='learnability', method='joint',
             filter_ratio=0.8, num_chunks=16, gain=1.0, scorer='learner', reference='pretrained',
             reference_workdir='', embedding_cache='', flexi=False, steps=1000, batch=128,
-            lr=2e-3, loss='sigmoid', corruption=0.5, reuse='auto')
+            lr=2e-3, loss='sigmoid', corruption=0.5, reuse=False)
 
 
 def parse(arg, **extra):
@@ -48,18 +48,6 @@ def reference_workdir(pool: str = 'curated') -> str:
   if pool not in ('curated', 'uncurated'):
     raise ValueError(f'Unknown reference pool {pool!r}: expected curated or uncurated.')
   return f'workdirs/jest/reference_{pool}'
-
-
-def reuse_scoring_forward(arg) -> bool:
-  """`reuse=auto`: the scorer's train step reuses its scoring forward (image_text.py) locally,
-  where keeping the super-batch's activations costs tens of MB. Not on TPU: at b = 32k and
-  f = 0.8 a v4 chip would keep the ViT-B/16 activations of 640 pairs, more than its 32 GiB.
-  Nor with Flexi-JEST, which scores at another patch size than it trains."""
-  if arg.reuse == 'auto':
-    return not arg.tpu and not arg.flexi
-  if arg.reuse.lower() not in ('true', 'false', '1', '0'):
-    raise ValueError(f'reuse={arg.reuse!r}: expected auto, true or false.')
-  return arg.reuse.lower() in ('true', '1')
 
 
 def base_config(arg) -> ml_collections.ConfigDict:
@@ -81,7 +69,10 @@ def base_config(arg) -> ml_collections.ConfigDict:
         reference_workdir=arg.reference_workdir or config.reference_workdir,
         embedding_cache=arg.embedding_cache or None,
         score_patch_size=config.flexi_patch if arg.flexi else None,
-        reuse_scoring_forward=reuse_scoring_forward(arg))
+        # Off by default: on this CPU it saves 4-10% of a step's FLOPs but not time (the
+        # super-batch's activations are written out; results/bench/forward_reuse.md), and at
+        # paper scale (b = 32k, f = 0.8) they would not fit in a TPU chip's memory.
+        reuse_scoring_forward=arg.reuse)
   if arg.runlocal:  # Seconds, for tests and smoke runs.
     for model in (config.model, config.reference_model, config.actor_model):
       model.image.update(width=16, depth=1, mlp_dim=32, num_heads=1)

@@ -21,9 +21,9 @@ r"""Local reproduction of the JEST paper's Figs. 2-5 on captioned Fashion-MNIST,
    number of chunks, against a brute-force Gibbs sampler vs its iterations; and vs f.
 4. Fig. 4 analogue: FLOPs per iteration (XLA cost analysis, from the runs' per-step counters)
    of i.i.d., JEST with a live reference (a 4-step run), JEST with the cache, Flexi-JEST, as
-   percentages of i.i.d. The JEST runs reuse the learner's scoring forward for its gradient
-   step (common.reuse_scoring_forward; Flexi-JEST cannot); 4-step runs without the reuse
-   measure what it saves.
+   percentages of i.i.d.; for JEST both without and with the learner's scoring forward reused
+   for its gradient step (4-step runs each; forward_reuse.py). `--reuse` runs the whole sweep
+   with it (off by default: on this CPU it saves FLOPs, not time).
 Writes to --out: summary.json (per run, mean and std over seeds: final zero-shot accuracy and
 retrieval; iterations and FLOPs to reach each uniform baseline's final value, as fractions of
 that baseline's run and as ratios to its own first reach; the wall time of the sweep),
@@ -112,6 +112,8 @@ def run_config(args, name, seed, steps=None):
   if name != 'uniform':
     arg += (f',reference=cached,reference_workdir={reference_dir(args, pool)},'
             f'embedding_cache={cache_path(args, pool)}')
+  if args.reuse and 'flexi' not in arg and 'uniform' not in arg:
+    arg += ',reuse=true'  # Flexi-JEST cannot reuse; uniform scores nothing.
   steps = steps or args.steps * STEPS_MULTIPLIER.get(name, 1)
   config = filter_ratio.get_config(f'{arg},seed={seed},steps={steps}')
   for ev in config.evals.values():
@@ -308,7 +310,6 @@ def per_step_flops(workdir) -> dict:
 
 def flops_per_iteration(args) -> dict:
   seed = args.seeds[0]
-  live_dir = os.path.join(args.workdir, 'flops_live_reference')
 
   def short_run(workdir, reference, reuse):
     config = run_config(args, 'learnability_joint_f0.8', seed, steps=4)
@@ -320,16 +321,17 @@ def flops_per_iteration(args) -> dict:
     train.train_once(config, workdir)
     return per_step_flops(workdir)
 
-  if not run_config(args, 'learnability_joint_f0.8', seed).selection.reuse_scoring_forward:
-    raise ValueError('Fig. 4 expects the JEST runs to reuse the scoring forward (reuse=auto).')
+  # Each JEST row both ways, from 4-step runs; the sweep's own runs are one of the two.
+  both_ways = {
+      (key, reuse): short_run(os.path.join(args.workdir, f'flops_{key[5:]}_reuse_{reuse}'),
+                              reference, reuse)
+      for key, reference in (('jest_live_reference', 'pretrained'),
+                             ('jest_cached_reference', 'cached'))
+      for reuse in (False, True)}
   measured = {'iid': per_step_flops(os.path.join(args.workdir, 'runs', f'uniform_s{seed}')),
-              'jest_live_reference': short_run(live_dir, 'pretrained', True),
+              'jest_live_reference': both_ways['jest_live_reference', args.reuse],
               'jest_cached_reference': per_step_flops(
                   os.path.join(args.workdir, 'runs', f'learnability_joint_f0.8_s{seed}'))}
-  without_reuse = {
-      'jest_live_reference': short_run(live_dir + '_no_reuse', 'pretrained', False),
-      'jest_cached_reference': short_run(
-          os.path.join(args.workdir, 'flops_cached_reference_no_reuse'), 'cached', False)}
   flexi_dir = os.path.join(args.workdir, 'runs', f'flexi_learnability_joint_f0.8_s{seed}')
   if not os.path.exists(os.path.join(flexi_dir, 'final.json')):  # A 4-step run measures it.
     flexi_dir = os.path.join(args.workdir, 'flops_flexi')
@@ -344,10 +346,12 @@ def flops_per_iteration(args) -> dict:
   for key, cats in measured.items():
     total = sum(cats.values())
     row = {'flops': total, 'percent_of_iid': 100 * total / iid, 'by_category': cats}
-    if key in without_reuse:  # Measured without reusing the scoring forward, for comparison.
-      plain = sum(without_reuse[key].values())
-      row.update(flops_without_reuse=plain, percent_of_iid_without_reuse=100 * plain / iid,
-                 by_category_without_reuse=without_reuse[key])
+    for reuse, name in ((False, 'without_reuse'), (True, 'with_reuse')):
+      if (key, reuse) in both_ways:
+        cats_reuse = both_ways[key, reuse]
+        value = sum(cats_reuse.values())
+        row.update({f'flops_{name}': value, f'percent_of_iid_{name}': 100 * value / iid,
+                    f'by_category_{name}': cats_reuse})
     out[key] = row
   return out
 
@@ -495,12 +499,12 @@ def write_table(args, summary):
     lines += ['', f'Wall time of the sweep on this machine: '
               f'{summary["wall_seconds"]["total"] / 60:.1f} min.']
   if 'fig4_flops_per_iteration' in summary:
-    lines += ['', '| per iteration | GFLOPs | % of i.i.d. | % without reusing the scoring '
-              'forward |', '|---|---:|---:|---:|']
+    lines += ['', '| per iteration | GFLOPs, as run | % of i.i.d., as run | % without reusing '
+              'the scoring forward | % reusing it |', '|---|---:|---:|---:|---:|']
     for name, r in summary['fig4_flops_per_iteration'].items():
-      plain = r.get('percent_of_iid_without_reuse')
-      lines.append(f'| {name} | {r["flops"] / 1e9:.3f} | {r["percent_of_iid"]:.0f} | '
-                   f'{"-" if plain is None else f"{plain:.0f}"} |')
+      cells = [r.get(f'percent_of_iid_{k}') for k in ('without_reuse', 'with_reuse')]
+      lines.append(f'| {name} | {r["flops"] / 1e9:.3f} | {r["percent_of_iid"]:.0f} | ' +
+                   ' | '.join('-' if c is None else f'{c:.0f}' for c in cells) + ' |')
   with open(os.path.join(args.out, 'table.md'), 'w') as f:
     f.write('\n'.join(lines) + '\n')
 
@@ -604,8 +608,9 @@ def plot(args, summary, curves):
     ax.bar(np.arange(len(names)) - 0.2,
            [s[n].get('percent_of_iid_without_reuse', s[n]['percent_of_iid']) for n in names],
            0.4, label='scoring forward not reused')
-    ax.bar(np.arange(len(names)) + 0.2, [s[n]['percent_of_iid'] for n in names], 0.4,
-           label='as run: JEST reuses it (Flexi-JEST cannot)')
+    ax.bar(np.arange(len(names)) + 0.2,
+           [s[n].get('percent_of_iid_with_reuse', s[n]['percent_of_iid']) for n in names], 0.4,
+           label='scoring forward reused (Flexi-JEST cannot)')
     ax.set_xticks(np.arange(len(names)), names, rotation=15, fontsize=8)
     ax.set_ylabel('FLOPs per iteration (% of i.i.d.)')
     ax.legend(fontsize=8)
@@ -631,6 +636,8 @@ def main():
   parser.add_argument('--queue', default='', help='A directory of claims shared by the '
                       'workers of one --parallel sweep (set by --parallel).')
   parser.add_argument('--runs_only', action='store_true', help='Train, skip the analysis.')
+  parser.add_argument('--reuse', action='store_true',
+                      help="Selecting runs reuse the learner's scoring forward (Fig. 4).")
   args = parser.parse_args()
   args.seeds = [int(s) for s in args.seeds.split(',')]
   args.runs = (list(all_runs()) if args.runs == 'all' else list(CORE) if args.runs == 'core'
