@@ -22,13 +22,16 @@ import numpy as np
 from experiments.jest import reproduce
 
 
-def compare(main: str, strong: str, run: str, seeds) -> dict:
+def compare(main: str, variants: dict[str, str], run: str, seeds) -> dict:
+  """`run` in the main sweep's workdir and in each variant's (name -> workdir), seed by seed,
+  against the main sweep's `uniform_3x` targets."""
+  workdirs = {'main': main, **variants}
   rows = []
   for seed in seeds:
     target = reproduce.curve(os.path.join(main, 'runs', f'uniform_3x_s{seed}'))
     goal_zeroshot = target['zeroshot'][-1]
     row = {'seed': seed, 'uniform_3x_final': goal_zeroshot}
-    for name, workdir in (('main', main), ('strong', strong)):
+    for name, workdir in workdirs.items():
       full = reproduce.run_row(reproduce.curve(os.path.join(workdir, 'runs', f'{run}_s{seed}')),
                                {'': target})
       # The goal's definition: fractions of the i.i.d. run's whole length and FLOPs.
@@ -36,17 +39,17 @@ def compare(main: str, strong: str, run: str, seeds) -> dict:
                                                'iterations_fraction', 'flops_fraction')}
     rows.append(row)
   references = {}
-  for name, workdir in (('main', main), ('strong', strong)):
+  for name, workdir in workdirs.items():
     with open(os.path.join(workdir, 'reference_curated', 'final.json')) as f:
       final = json.load(f)
     references[name] = {'zeroshot': final[reproduce.METRIC], 'steps': final['step'],
                         'train_flops': final['flops/total']}
-  mean = lambda key: {n: float(np.mean([r[n][key] for r in rows])) for n in ('main', 'strong')}
+  mean = lambda key: {n: float(np.mean([r[n][key] for r in rows])) for n in workdirs}
   return {'run': run, 'references': references, 'per_seed': rows,
           'mean_final': mean('final'), 'mean_retrieval': mean('retrieval'),
           'mean_corrupted_selected': mean('corrupted_selected'),
           'reached': {n: sum(r[n]['iterations_fraction'] is not None for r in rows)
-                      for n in ('main', 'strong')}}
+                      for n in workdirs}}
 
 
 def main():
@@ -57,7 +60,8 @@ def main():
   parser.add_argument('--seeds', default='0,1,2')
   parser.add_argument('--out', default='results/jest/reference_strength.json')
   args = parser.parse_args()
-  out = compare(args.main, args.strong, args.run, [int(s) for s in args.seeds.split(',')])
+  out = compare(args.main, {'strong': args.strong}, args.run,
+                [int(s) for s in args.seeds.split(',')])
   out['command'] = 'python -m experiments.jest.reference_strength ' + ' '.join(
       f'--{k} {v}' for k, v in vars(args).items())
   with open(args.out, 'w') as f:

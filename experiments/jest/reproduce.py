@@ -114,6 +114,8 @@ def run_config(args, name, seed, steps=None):
             f'embedding_cache={cache_path(args, pool)}')
   if args.reuse and 'flexi' not in arg and 'uniform' not in arg:
     arg += ',reuse=true'  # Flexi-JEST cannot reuse; uniform scores nothing.
+  if args.gain is not None and 'uniform' not in arg:
+    arg += f',gain={args.gain}'
   steps = steps or args.steps * STEPS_MULTIPLIER.get(name, 1)
   config = filter_ratio.get_config(f'{arg},seed={seed},steps={steps}')
   for ev in config.evals.values():
@@ -636,6 +638,8 @@ def main():
   parser.add_argument('--queue', default='', help='A directory of claims shared by the '
                       'workers of one --parallel sweep (set by --parallel).')
   parser.add_argument('--runs_only', action='store_true', help='Train, skip the analysis.')
+  parser.add_argument('--gain', type=float, default=None,
+                      help='Score multiplier of every selecting run (default: the configs\' 1).')
   parser.add_argument('--reuse', action='store_true',
                       help="Selecting runs reuse the learner's scoring forward (Fig. 4).")
   args = parser.parse_args()

@@ -1,0 +1,46 @@
+r"""Is the gain (JEST's score multiplier) what holds learnability JEST back? A follow-up to
+reproduce.py: learnability JEST, joint, f = 0.8 at other gains, compared seed by seed with the
+main sweep's (gain 1; same learner seeds, same references, same `uniform_3x` targets).
+
+  for g in 3 10; do  # The main sweep's curated reference and its cache, not a new one.
+    mkdir -p workdirs/jest_gain$g && cp -r workdirs/jest/reference_curated workdirs/jest_gain$g/
+    python -m experiments.jest.reproduce --workdir workdirs/jest_gain$g --gain $g \
+        --runs learnability_joint_f0.8 --seeds 0,1,2 --runs_only
+  done
+  python -m experiments.jest.gain_sweep --main workdirs/jest --gains 3,10 \
+      --out results/jest/gain_sweep.json
+
+The gain multiplies the learnability scores before the sampler's softmax: 0 is uniform
+sampling, large values approach the arg-max sub-batch. The paper uses 100 on its (differently
+scaled) scores.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+from experiments.jest import reference_strength
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--main', default='workdirs/jest')
+  parser.add_argument('--gains', default='3,10')
+  parser.add_argument('--run', default='learnability_joint_f0.8')
+  parser.add_argument('--seeds', default='0,1,2')
+  parser.add_argument('--out', default='results/jest/gain_sweep.json')
+  args = parser.parse_args()
+  variants = {f'gain_{g}': f'workdirs/jest_gain{g}' for g in args.gains.split(',')}
+  out = reference_strength.compare(args.main, variants, args.run,
+                                   [int(s) for s in args.seeds.split(',')])
+  out['note'] = "'main' is the main sweep's gain of 1."
+  out['command'] = 'python -m experiments.jest.gain_sweep ' + ' '.join(
+      f'--{k} {v}' for k, v in vars(args).items())
+  with open(args.out, 'w') as f:
+    json.dump(out, f, indent=1)
+  print(json.dumps({k: out[k] for k in ('mean_final', 'mean_retrieval',
+                                        'mean_corrupted_selected', 'reached')}, indent=1))
+
+
+if __name__ == '__main__':
+  main()
