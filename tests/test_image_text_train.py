@@ -190,3 +190,17 @@ def test_parallel_sweep_queue_hands_each_run_to_one_worker_longest_first(tmp_pat
   fresh = types.SimpleNamespace(**{**vars(workers[0]), 'queue': str(tmp_path / 'next')})
   (tmp_path / 'next').mkdir()
   assert reproduce.claim(fresh, *items[0])
+
+
+def test_sweep_flags_reach_the_selecting_runs_only():
+  from experiments.jest import reproduce  # pylint: disable=g-import-not-at-top
+  args = types.SimpleNamespace(workdir='w', steps=800, eval_every=100, reuse=True, gain=10.0)
+  sel = lambda name: reproduce.run_config(args, name, 0).selection
+  assert sel('learnability_joint_f0.8').gain == 10.0
+  assert sel('learnability_joint_f0.8').reuse_scoring_forward
+  assert sel('flexi_learnability_joint_f0.8').gain == 10.0
+  assert not sel('flexi_learnability_joint_f0.8').reuse_scoring_forward  # Cannot reuse.
+  assert sel('uniform').policy == 'uniform' and 'gain' not in sel('uniform')
+  default = types.SimpleNamespace(**{**vars(args), 'reuse': False, 'gain': None})
+  plain = reproduce.run_config(default, 'learnability_joint_f0.8', 0).selection
+  assert plain.gain == 1.0 and not plain.reuse_scoring_forward

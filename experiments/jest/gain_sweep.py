@@ -7,8 +7,12 @@ main sweep's (gain 1; same learner seeds, same references, same `uniform_3x` tar
     python -m experiments.jest.reproduce --workdir workdirs/jest_gain$g --gain $g \
         --runs learnability_joint_f0.8 --seeds 0,1,2 --runs_only
   done
+  python -m experiments.jest.reproduce --workdir workdirs/jest_gain10 --gain 10 \
+      --runs learnability_independent_f0.8 --seeds 0,1,2 --runs_only --parallel 2
   python -m experiments.jest.gain_sweep --main workdirs/jest --gains 3,10 \
       --out results/jest/gain_sweep.json
+
+Each run is compared with the gains whose workdir has it (independent selection: gain 10).
 
 The gain multiplies the learnability scores before the sampler's softmax: 0 is uniform
 sampling, large values approach the arg-max sub-batch. The paper uses 100 on its (differently
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from experiments.jest import reference_strength
 
@@ -26,20 +31,24 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--main', default='workdirs/jest')
   parser.add_argument('--gains', default='3,10')
-  parser.add_argument('--run', default='learnability_joint_f0.8')
+  parser.add_argument('--runs', default='learnability_joint_f0.8,learnability_independent_f0.8')
   parser.add_argument('--seeds', default='0,1,2')
   parser.add_argument('--out', default='results/jest/gain_sweep.json')
   args = parser.parse_args()
-  variants = {f'gain_{g}': f'workdirs/jest_gain{g}' for g in args.gains.split(',')}
-  out = reference_strength.compare(args.main, variants, args.run,
-                                   [int(s) for s in args.seeds.split(',')])
-  out['note'] = "'main' is the main sweep's gain of 1."
-  out['command'] = 'python -m experiments.jest.gain_sweep ' + ' '.join(
-      f'--{k} {v}' for k, v in vars(args).items())
+  seeds = [int(s) for s in args.seeds.split(',')]
+  out = {'note': "'main' is the main sweep's gain of 1.",
+         'command': 'python -m experiments.jest.gain_sweep ' + ' '.join(
+             f'--{k} {v}' for k, v in vars(args).items())}
+  for run in args.runs.split(','):
+    variants = {f'gain_{g}': f'workdirs/jest_gain{g}' for g in args.gains.split(',')
+                if all(os.path.exists(os.path.join(f'workdirs/jest_gain{g}', 'runs',
+                                                   f'{run}_s{s}', 'final.json'))
+                       for s in seeds)}
+    out[run] = reference_strength.compare(args.main, variants, run, seeds)
+    print(run, json.dumps({k: out[run][k] for k in (
+        'mean_final', 'mean_retrieval', 'mean_corrupted_selected', 'reached')}, indent=1))
   with open(args.out, 'w') as f:
     json.dump(out, f, indent=1)
-  print(json.dumps({k: out[k] for k in ('mean_final', 'mean_retrieval',
-                                        'mean_corrupted_selected', 'reached')}, indent=1))
 
 
 if __name__ == '__main__':
