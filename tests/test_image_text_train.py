@@ -204,3 +204,13 @@ def test_sweep_flags_reach_the_selecting_runs_only():
   default = types.SimpleNamespace(**{**vars(args), 'reuse': False, 'gain': None})
   plain = reproduce.run_config(default, 'learnability_joint_f0.8', 0).selection
   assert plain.gain == 1.0 and not plain.reuse_scoring_forward
+  # --parallel workers get the same flags (they once ran every run at the default gain).
+  for flags in (args, default):
+    full = types.SimpleNamespace(**vars(flags), seeds=[0, 1], runs=['uniform'], ref_epochs=30.0)
+    worker = reproduce.worker_command(full, 'q')
+    assert ('--reuse' in worker) == flags.reuse
+    assert (worker[worker.index('--gain') + 1] == '10.0') if flags.gain else '--gain' not in worker
+    # The worker parses its command line into the same run configs.
+    parsed = reproduce.parse_args(worker[3:])
+    assert reproduce.run_config(parsed, 'learnability_joint_f0.8', 0).selection == (
+        reproduce.run_config(full, 'learnability_joint_f0.8', 0).selection)

@@ -212,6 +212,19 @@ def run_all(args):
                  time.time() - t)
 
 
+def worker_command(args, queue) -> list[str]:
+  """The command line of one --parallel worker: every option that shapes a run is passed on."""
+  cmd = [sys.executable, '-m', 'experiments.jest.reproduce', '--workdir', args.workdir,
+         '--seeds', ','.join(map(str, args.seeds)), '--runs', ','.join(args.runs),
+         '--steps', str(args.steps), '--eval_every', str(args.eval_every),
+         '--ref_epochs', str(args.ref_epochs), '--queue', queue, '--runs_only']
+  if args.gain is not None:
+    cmd += ['--gain', str(args.gain)]
+  if args.reuse:
+    cmd += ['--reuse']
+  return cmd
+
+
 def run_parallel(args):
   """--parallel n: n worker processes, each pinned to its share of the CPUs, take the runs
   from one queue. Small models use two cores poorly within one XLA process, so two
@@ -225,12 +238,8 @@ def run_parallel(args):
   procs = []
   for k in range(args.parallel):
     mine = set(cpus[k::args.parallel])
-    cmd = [sys.executable, '-m', 'experiments.jest.reproduce', '--workdir', args.workdir,
-           '--seeds', ','.join(map(str, args.seeds)), '--runs', ','.join(args.runs),
-           '--steps', str(args.steps), '--eval_every', str(args.eval_every),
-           '--ref_epochs', str(args.ref_epochs), '--queue', queue, '--runs_only']
-    procs.append(subprocess.Popen(cmd, preexec_fn=lambda mine=mine: os.sched_setaffinity(
-        0, mine)))
+    procs.append(subprocess.Popen(worker_command(args, queue),
+                                  preexec_fn=lambda mine=mine: os.sched_setaffinity(0, mine)))
   codes = [p.wait() for p in procs]
   if any(codes):
     raise SystemExit(f'Worker processes exited with {codes}: rerun the same command, finished '
@@ -622,7 +631,7 @@ def plot(args, summary, curves):
     plt.close(fig)
 
 
-def main():
+def parse_args(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--workdir', default='workdirs/jest')
   parser.add_argument('--out', default='results/jest')
@@ -642,10 +651,15 @@ def main():
                       help='Score multiplier of every selecting run (default: the configs\' 1).')
   parser.add_argument('--reuse', action='store_true',
                       help="Selecting runs reuse the learner's scoring forward (Fig. 4).")
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
   args.seeds = [int(s) for s in args.seeds.split(',')]
   args.runs = (list(all_runs()) if args.runs == 'all' else list(CORE) if args.runs == 'core'
                else args.runs.split(','))
+  return args
+
+
+def main():
+  args = parse_args()
   train.setup_script_logging()
   if not args.analyze_only:
     run_all(args)
