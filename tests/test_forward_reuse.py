@@ -1,21 +1,26 @@
 """Reusing the scoring forward for the selected sub-batch's gradient (forward_reuse.py): the same
 gradients as a plain step on the sub-batch, one forward over b fewer in the compiled program,
 and a clear refusal where examples interact."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from big_vision_style import contrastive
 from big_vision_style import flops
 from big_vision_style import forward_reuse
 from big_vision_style import image_text
 from big_vision_style import input_pipeline
 from big_vision_style import models
-from big_vision_style import selection
 from big_vision_style import sharding
+from big_vision_style.tools import bench_forward_reuse
 
 SUPER, SUB = 40, 8
+
+
+def _embed(model, params, batch):
+  return image_text.embed(model, params, batch['image'], batch['text'])
 
 
 def _setup(num_devices, width=32):
@@ -31,36 +36,15 @@ def _setup(num_devices, width=32):
       input_pipeline.data_sharding(mesh))
   params = image_text.init_params(model, jax.random.key(0), (1, 16, 16, 3), (1, 6))
   indices = jnp.asarray(rng.choice(SUPER, SUB, replace=False), jnp.int32)
-  embed = lambda p, x: image_text.embed(model, p, x['image'], x['text'])
+  embed = functools.partial(_embed, model)
   return embed, mesh, batch, params, indices
 
 
-def _loss(e):
-  return jnp.mean(contrastive.per_example_loss('sigmoid', e.image, e.text, e.temperature,
-                                               e.bias))
-
-
 def _steps(embed, mesh):
-  """(plain, reusing): both score the super-batch (both towers' embeddings are outputs) and
-  return the gradient of the sub-batch's loss."""
-
-  @jax.jit
-  def plain(params, batch, indices):
-    scored = embed(params, batch)
-    sub = selection.gather(batch, indices, mesh)
-    return jax.grad(lambda p: _loss(embed(p, sub)))(params), scored
-
-  @jax.jit
-  def reusing(params, batch, indices):
-    scored, full_vjp = jax.vjp(lambda p: embed(p, batch), params)
-    sub = selection.gather(batch, indices, mesh)
-    sub_vjp = forward_reuse.sub_batch_vjp(embed, params, full_vjp, sub, indices, mesh,
-                                          full_size=SUPER)
-    rows = selection.gather({'image': scored.image, 'text': scored.text}, indices, mesh)
-    grads, = sub_vjp(jax.grad(_loss)(scored._replace(**rows)))
-    return grads, scored
-
-  return plain, reusing
+  """(plain, reusing): both score the super-batch and return the gradient of the sub-batch's
+  loss; the benchmark's two programs."""
+  programs = bench_forward_reuse.programs(embed.args[0], mesh, 'sigmoid')
+  return programs['plain'], programs['reusing']
 
 
 @pytest.mark.parametrize('num_devices', [1, 8])

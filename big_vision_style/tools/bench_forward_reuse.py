@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import platform
-import time
 
 import jax
 import jax.numpy as jnp
@@ -32,17 +31,8 @@ from big_vision_style import input_pipeline
 from big_vision_style import models
 from big_vision_style import selection
 from big_vision_style import sharding
+from big_vision_style.tools.bench_jest_sampler import _best_time
 from experiments.jest import filter_ratio
-
-
-def _best_time(fn, reps: int) -> float:
-  jax.block_until_ready(fn())
-  best = float('inf')
-  for _ in range(reps):
-    t = time.perf_counter()
-    jax.block_until_ready(fn())
-    best = min(best, time.perf_counter() - t)
-  return best
 
 
 def programs(model, mesh, loss: str):
