@@ -156,17 +156,24 @@ def scoring_forward(model, params, batch):
 def reusing_train_step(model, tx, role_state, scored, scored_vjp, chosen, indices, mesh, *,
                        loss: str):
   """`train_step` on `chosen` (the rows `indices` of the super-batch that `scoring_forward`
-  embedded as `scored`), with no forward of its own: the loss of the chosen rows' embeddings
-  is differentiated back through the scoring forward's activations of those rows."""
+  embedded as `scored`), with no forward of its own (`reused_gradient`)."""
+  value, grads = reused_gradient(model, role_state['params'], scored, scored_vjp, chosen,
+                                 indices, mesh, loss=loss)
+  return _apply(tx, role_state, value, grads)
+
+
+def reused_gradient(model, params, scored, scored_vjp, chosen, indices, mesh, *, loss: str):
+  """The loss of `chosen` and its gradient, as `loss_fn` and `jax.grad` would give them, but
+  with the loss of the chosen rows' embeddings differentiated back through the scoring
+  forward's activations of those rows instead of a new forward over them."""
   fn = lambda p, x: embed(model, p, x['image'], x['text'])
-  sub_vjp = forward_reuse.sub_batch_vjp(fn, role_state['params'], scored_vjp,
-                                        _pixels_only(chosen), indices, mesh,
-                                        full_size=scored.image.shape[0])
+  sub_vjp = forward_reuse.sub_batch_vjp(fn, params, scored_vjp, _pixels_only(chosen), indices,
+                                        mesh, full_size=scored.image.shape[0])
   rows = selection.gather({'image': scored.image, 'text': scored.text}, indices, mesh)
   value, cotangent = jax.value_and_grad(lambda e: jnp.mean(contrastive.per_example_loss(
       loss, e.image, e.text, e.temperature, e.bias)))(scored._replace(**rows))
   grads, = sub_vjp(cotangent)
-  return _apply(tx, role_state, value, grads)
+  return value, grads
 
 
 def _apply(tx, role_state, value, grads):

@@ -15,6 +15,7 @@ is left out (the same in both): random indices stand in for its choice.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -23,9 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from big_vision_style import contrastive
 from big_vision_style import flops
-from big_vision_style import forward_reuse
 from big_vision_style import image_text
 from big_vision_style import input_pipeline
 from big_vision_style import models
@@ -36,25 +35,21 @@ from experiments.jest import filter_ratio
 
 
 def programs(model, mesh, loss: str):
-  embed = lambda p, x: image_text.embed(model, p, x['image'], x['text'])
-
-  def loss_of(e):
-    return jnp.mean(contrastive.per_example_loss(loss, e.image, e.text, e.temperature, e.bias))
+  """The learner's part of a JEST step, both ways, built from the trainer's own functions."""
 
   @jax.jit
   def plain(params, batch, indices):
-    scored = embed(params, batch)
+    scored = image_text.embed(model, params, batch['image'], batch['text'])
     sub = selection.gather(batch, indices, mesh)
-    return jax.grad(lambda p: loss_of(embed(p, sub)))(params), scored
+    return jax.grad(functools.partial(image_text.loss_fn, model, batch=sub, loss=loss))(
+        params), scored
 
   @jax.jit
   def reusing(params, batch, indices):
-    scored, full_vjp = jax.vjp(lambda p: embed(p, batch), params)
+    scored, scored_vjp = image_text.scoring_forward(model, params, batch)
     sub = selection.gather(batch, indices, mesh)
-    sub_vjp = forward_reuse.sub_batch_vjp(embed, params, full_vjp, sub, indices, mesh,
-                                          full_size=batch['image'].shape[0])
-    rows = selection.gather({'image': scored.image, 'text': scored.text}, indices, mesh)
-    grads, = sub_vjp(jax.grad(loss_of)(scored._replace(**rows)))
+    _, grads = image_text.reused_gradient(model, params, scored, scored_vjp, sub, indices, mesh,
+                                          loss=loss)
     return grads, scored
 
   return {'plain': plain, 'reusing': reusing}
