@@ -156,7 +156,7 @@ def test_bad_selection_configs_name_the_problem():
 
 
 @pytest.mark.parametrize('module', ['filter_ratio', 'flexi', 'reference', 'reference_curation',
-                                    'sampler_quality', 'table1', 'active_clip'])
+                                    'sampler_quality', 'table1', 'variants', 'active_clip'])
 @pytest.mark.parametrize('mode', ['', 'runlocal', 'tpu'])
 def test_every_image_text_config_builds_a_valid_selection(module, mode):
   import importlib  # pylint: disable=g-import-not-at-top
@@ -214,3 +214,20 @@ def test_sweep_flags_reach_the_selecting_runs_only():
     parsed = reproduce.parse_args(worker[3:])
     assert reproduce.run_config(parsed, 'learnability_joint_f0.8', 0).selection == (
         reproduce.run_config(full, 'learnability_joint_f0.8', 0).selection)
+
+
+def test_variant_runs_are_trained_by_name_only_and_unknown_names_are_refused(capsys):
+  from experiments.jest import reproduce  # pylint: disable=g-import-not-at-top
+  args = types.SimpleNamespace(workdir='w', steps=800, eval_every=100, reuse=False, gain=None)
+  hard = reproduce.run_config(args, 'hard_learner_joint_f0.9', 0)
+  assert hard.selection.policy == 'hard_learner' and hard.selection.filter_ratio == 0.9
+  assert image_text.roles_needed(image_text.selection_config(hard)) == {'learner'}
+  soft = reproduce.run_config(args, 'softmax_learnability_independent_f0.8', 0)
+  assert soft.contrastive_loss == 'softmax' and soft.selection.method == 'independent'
+  assert reproduce.run_config(args, 'uniform_softmax', 0).contrastive_loss == 'softmax'
+  # Not in the main sweep ('all' keeps its 2-hour budget), but accepted by name.
+  assert not set(reproduce.variant_runs()) & set(reproduce.parse_args([]).runs)
+  assert reproduce.parse_args(['--runs', 'uniform_softmax']).runs == ['uniform_softmax']
+  with pytest.raises(SystemExit):
+    reproduce.parse_args(['--runs', 'hard_learner_f0.9'])
+  assert "unknown run names ['hard_learner_f0.9']" in capsys.readouterr().err

@@ -36,7 +36,7 @@ LOCAL_PP = dict(image_size=LOCAL_CANVAS, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 
 ARGS = dict(runlocal=False, tpu=False, seed=0, policy='learnability', method='joint',
             filter_ratio=0.8, num_chunks=16, gain=1.0, scorer='learner', reference='pretrained',
             reference_workdir='', embedding_cache='', flexi=False, steps=1000, batch=128,
-            lr=2e-3, loss='sigmoid', corruption=0.5, reuse=False)
+            lr=2e-3, b2=0.95, loss='sigmoid', corruption=0.5, reuse=False)
 
 
 def parse(arg, **extra):
@@ -112,7 +112,7 @@ def _local(config, arg):
   config.flexi_patch = LOCAL_FLEXI_PATCH
   config.total_steps = arg.steps
   # JEST: Adam beta2 0.95 avoids loss spikes at high filter ratios.
-  config.optax = dict(lr=arg.lr, wd=1e-4, b1=0.9, b2=0.95, warmup_frac=0.05, clip_norm=1.0)
+  config.optax = dict(lr=arg.lr, wd=1e-4, b1=0.9, b2=arg.b2, warmup_frac=0.05, clip_norm=1.0)
   config.actor_optax = dict(config.optax)
   config.log_training_steps = 50
   config.ckpt_steps = 500
@@ -142,7 +142,7 @@ def _tpu(config, arg):
   config.reference_workdir = 'gs://YOUR_BUCKET/jest/reference_cc12m'
   config.flexi_patch = (32, 32)
   config.total_steps = arg.steps if arg.steps != ARGS['steps'] else 100_000  # 3.3B examples.
-  config.optax = dict(lr=1e-3, wd=1e-4, b1=0.9, b2=0.95, warmup_frac=0.01, clip_norm=1.0)
+  config.optax = dict(lr=1e-3, wd=1e-4, b1=0.9, b2=arg.b2, warmup_frac=0.01, clip_norm=1.0)
   config.actor_optax = dict(config.optax)
   config.log_training_steps = 100
   config.ckpt_steps = 1000

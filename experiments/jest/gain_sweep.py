@@ -14,6 +14,23 @@ main sweep's (gain 1; same learner seeds, same references, same `uniform_3x` tar
 
 Each run is compared with the gains whose workdir has it (independent selection: gain 10).
 
+Held out: gain 10 was chosen on seeds 0-2, so it is checked on seeds 3-5, with their own
+`uniform_3x` targets and gain-1 runs (results/jest/gain_heldout.json):
+
+  for w in jest_heldout jest_heldout_g10; do
+    mkdir -p workdirs/$w && cp -r workdirs/jest/reference_curated workdirs/$w/
+  done
+  python -m experiments.jest.reproduce --workdir workdirs/jest_heldout --seeds 3,4,5 \
+      --runs uniform_3x,learnability_joint_f0.8,learnability_independent_f0.8,\
+easy_reference_joint_f0.8 --runs_only --parallel 2
+  python -m experiments.jest.reproduce --workdir workdirs/jest_heldout_g10 --gain 10 \
+      --seeds 3,4,5 --runs learnability_joint_f0.8,learnability_independent_f0.8 \
+      --runs_only --parallel 2
+  python -m experiments.jest.gain_sweep --main workdirs/jest_heldout --gains 10 \
+      --gain_workdir 'workdirs/jest_heldout_g{gain}' --seeds 3,4,5 \
+      --runs learnability_joint_f0.8,learnability_independent_f0.8,easy_reference_joint_f0.8 \
+      --out results/jest/gain_heldout.json
+
 The gain multiplies the learnability scores before the sampler's softmax: 0 is uniform
 sampling, large values approach the arg-max sub-batch. The paper uses 100 on its (differently
 scaled) scores.
@@ -31,6 +48,8 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--main', default='workdirs/jest')
   parser.add_argument('--gains', default='3,10')
+  parser.add_argument('--gain_workdir', default='workdirs/jest_gain{gain}',
+                      help="Each gain's workdir, '{gain}' standing for the gain.")
   parser.add_argument('--runs', default='learnability_joint_f0.8,learnability_independent_f0.8')
   parser.add_argument('--seeds', default='0,1,2')
   parser.add_argument('--out', default='results/jest/gain_sweep.json')
@@ -40,9 +59,9 @@ def main():
          'command': 'python -m experiments.jest.gain_sweep ' + ' '.join(
              f'--{k} {v}' for k, v in vars(args).items())}
   for run in args.runs.split(','):
-    variants = {f'gain_{g}': f'workdirs/jest_gain{g}' for g in args.gains.split(',')
-                if all(os.path.exists(os.path.join(f'workdirs/jest_gain{g}', 'runs',
-                                                   f'{run}_s{s}', 'final.json'))
+    workdirs = {f'gain_{g}': args.gain_workdir.format(gain=g) for g in args.gains.split(',')}
+    variants = {name: w for name, w in workdirs.items()
+                if all(os.path.exists(os.path.join(w, 'runs', f'{run}_s{s}', 'final.json'))
                        for s in seeds)}
     out[run] = reference_strength.compare(args.main, variants, run, seeds)
     print(run, json.dumps({k: out[run][k] for k in (

@@ -80,6 +80,22 @@ def all_runs() -> dict[str, str]:
   return runs
 
 
+def variant_runs() -> dict[str, str]:
+  """The paper's variant studies (experiments/jest/variants.py): trained by name only, not
+  part of 'all' (the main sweep's 2-hour budget), analysed by variants.py."""
+  runs = {f'hard_learner_joint_f{f}': f'policy=hard_learner,method=joint,filter_ratio={f}'
+          for f in (0.5, 0.8, 0.9)}
+  runs['uniform_softmax'] = 'policy=uniform,loss=softmax'
+  for method in ('joint', 'independent'):
+    runs[f'softmax_learnability_{method}_f0.8'] = (
+        f'policy=learnability,method={method},filter_ratio=0.8,loss=softmax')
+  return runs
+
+
+def known_runs() -> dict[str, str]:
+  return {**all_runs(), **variant_runs()}
+
+
 # Runs longer than --steps, by this factor.
 STEPS_MULTIPLIER = {'uniform_3x': 3}
 # The i.i.d. baselines every run is compared with: summary key suffix -> run name.
@@ -107,7 +123,7 @@ def cache_path(args, pool):
 
 
 def run_config(args, name, seed, steps=None):
-  arg = all_runs()[name]
+  arg = known_runs()[name]
   pool = 'uncurated' if name.startswith('uncurated_ref') else 'curated'
   if name != 'uniform':
     arg += (f',reference=cached,reference_workdir={reference_dir(args, pool)},'
@@ -166,12 +182,13 @@ def relative_cost(name: str) -> float:
   """Rough cost of a run in i.i.d. runs: the learner's scoring forward is about a third of a
   train step per pair scored, the rest of a pair's selection (reading it, the cached reference,
   the sampler) about a tenth. Orders the parallel queue only, longest first."""
-  arg = dict(kv.split('=') for kv in all_runs()[name].split(','))
+  arg = dict(kv.split('=') for kv in known_runs()[name].split(','))
   if arg['policy'] == 'uniform':
     per_step = 1.0
   else:
     pairs = 1 / (1 - float(arg['filter_ratio']))  # Scored per pair trained on.
-    per_pair = 0.1 + (0.33 if arg['policy'] == 'learnability' else 0.0)
+    learner_scores = arg['policy'] in ('learnability', 'hard_learner')
+    per_pair = 0.1 + (0.33 if learner_scores else 0.0)
     per_step = 1.0 + pairs * per_pair * (0.25 if arg.get('flexi') == 'True' else 1.0)
   return per_step * STEPS_MULTIPLIER.get(name, 1)
 
@@ -655,6 +672,10 @@ def parse_args(argv=None):
   args.seeds = [int(s) for s in args.seeds.split(',')]
   args.runs = (list(all_runs()) if args.runs == 'all' else list(CORE) if args.runs == 'core'
                else args.runs.split(','))
+  unknown = sorted(set(args.runs) - set(known_runs()))
+  if unknown:
+    parser.error(f'--runs: unknown run names {unknown}; known: all, core, '
+                 f'{", ".join(known_runs())}.')
   return args
 
 
