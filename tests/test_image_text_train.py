@@ -225,6 +225,15 @@ def test_variant_runs_are_trained_by_name_only_and_unknown_names_are_refused(cap
   soft = reproduce.run_config(args, 'softmax_learnability_independent_f0.8', 0)
   assert soft.contrastive_loss == 'softmax' and soft.selection.method == 'independent'
   assert reproduce.run_config(args, 'uniform_softmax', 0).contrastive_loss == 'softmax'
+  # The beta2 runs are the main sweep's learnability run but for beta2 and every step logged.
+  main = reproduce.run_config(args, 'learnability_joint_f0.8', 0).to_dict()
+  assert main['optax'].pop('b2') == main['actor_optax'].pop('b2') == 0.95
+  assert main.pop('log_training_steps') == 50
+  for b2 in (0.95, 0.999):
+    run = reproduce.run_config(args, f'learnability_joint_f0.8_b2_{b2}', 0).to_dict()
+    assert run['optax'].pop('b2') == run['actor_optax'].pop('b2') == b2
+    assert run.pop('log_training_steps') == 1
+    assert run == main
   # Not in the main sweep ('all' keeps its 2-hour budget), but accepted by name.
   assert not set(reproduce.variant_runs()) & set(reproduce.parse_args([]).runs)
   assert reproduce.parse_args(['--runs', 'uniform_softmax']).runs == ['uniform_softmax']

@@ -36,7 +36,7 @@ LOCAL_PP = dict(image_size=LOCAL_CANVAS, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 
 ARGS = dict(runlocal=False, tpu=False, seed=0, policy='learnability', method='joint',
             filter_ratio=0.8, num_chunks=16, gain=1.0, scorer='learner', reference='pretrained',
             reference_workdir='', embedding_cache='', flexi=False, steps=1000, batch=128,
-            lr=2e-3, b2=0.95, loss='sigmoid', corruption=0.5, reuse=False)
+            lr=2e-3, b2=0.95, loss='sigmoid', corruption=0.5, reuse=False, log_every=0)
 
 
 def parse(arg, **extra):
@@ -74,6 +74,8 @@ def base_config(arg) -> ml_collections.ConfigDict:
         # scale (b = 32k, f = 0.8, 256 chips) a chip would keep the ViT-B/16 activations of 640
         # pairs, roughly 40 GB by a count of its layers' tensors: more than a v4 chip has.
         reuse_scoring_forward=arg.reuse)
+  if arg.log_every:  # Training metrics every this many steps (1: every step's loss, for spikes).
+    config.log_training_steps = arg.log_every
   if arg.runlocal:  # Seconds, for tests and smoke runs.
     for model in (config.model, config.reference_model, config.actor_model):
       model.image.update(width=16, depth=1, mlp_dim=32, num_heads=1)

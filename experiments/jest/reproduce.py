@@ -89,6 +89,9 @@ def variant_runs() -> dict[str, str]:
   for method in ('joint', 'independent'):
     runs[f'softmax_learnability_{method}_f0.8'] = (
         f'policy=learnability,method={method},filter_ratio=0.8,loss=softmax')
+  for b2 in (0.95, 0.999):  # Adam's beta2, with every step's training loss logged.
+    runs[f'learnability_joint_f0.8_b2_{b2}'] = (
+        f'policy=learnability,method=joint,filter_ratio=0.8,b2={b2},log_every=1')
   return runs
 
 
