@@ -210,14 +210,16 @@ def plot(summary: dict, path: str):
     if key == 'final':
       u3 = summary['uniform_3x']['final']
       ax.axhline(100 * u3['mean'], color='k', ls='--', label='uniform_3x (2,400 it.)')
+      u1 = summary['softmax']['uniform (800 it.)']['sigmoid']['final']
+      ax.axhline(100 * u1['mean'], color='k', ls=':', label='uniform (800 it.)')
     else:
       ax.axhline(50, color='k', ls=':', label='i.i.d. (pool is 50% corrupted)')
     ax.set_xlabel('filter ratio f')
     ax.set_ylabel(label)
     ax.set_xticks(list(FILTER_RATIOS))
     ax.legend(fontsize=8)
-  axes[0].set_title('Hard-learner scoring collapses at high f')
-  axes[1].set_title('... by selecting the noisy pairs')
+  axes[0].set_title('Scoring vs filter ratio, 800 iterations')
+  axes[1].set_title('Corrupted pairs among those chosen')
   ax = axes[2]
   groups = list(summary['softmax'])
   x = np.arange(len(groups))
