@@ -443,6 +443,14 @@ def run_row(c, baselines: dict) -> dict:
   return row
 
 
+def seed_stat(rows: list[dict], key: str) -> dict:
+  """Mean and std over seeds of `key` where it is not None (a run that never reached a target),
+  with how many seeds had it (n) of how many (of)."""
+  vals = [r[key] for r in rows if r[key] is not None]
+  return {'mean': float(np.mean(vals)) if vals else None,
+          'std': float(np.std(vals)) if vals else None, 'n': len(vals), 'of': len(rows)}
+
+
 def analyze(args, fig2=None, fig4=None) -> dict:
   curves = {}
   for name in all_runs():
@@ -466,13 +474,7 @@ def analyze(args, fig2=None, fig4=None) -> dict:
                         for suffix, base_name in BASELINES.items()})
       rows.append(row)
 
-    def stat(key):
-      vals = [r[key] for r in rows if r[key] is not None]
-      return {'mean': float(np.mean(vals)) if vals else None,
-              'std': float(np.std(vals)) if vals else None, 'n': len(vals),
-              'of': len(rows)}
-
-    summary['runs'][name] = {k: stat(k) for k in (
+    summary['runs'][name] = {k: seed_stat(rows, k) for k in (
         'final', 'i2t', 't2i', 'retrieval', 'corrupted_selected') + tuple(
             key for metric in ('', '_retrieval') for base in BASELINES
             for key in ratio_keys(metric + base))}
@@ -492,11 +494,11 @@ def analyze(args, fig2=None, fig4=None) -> dict:
   return summary
 
 
-def _fmt(s, pct=False):
+def fmt_stat(s, scale=1.0, digits=2):
+  """A `seed_stat` as 'mean ± std', times `scale`, with the seeds that had it if not all."""
   if s['mean'] is None:
     return f'never ({s["of"]} seeds)'
-  scale = 100 if pct else 1
-  return f'{scale * s["mean"]:.2f} ± {scale * s["std"]:.2f}' + (
+  return f'{scale * s["mean"]:.{digits}f} ± {scale * s["std"]:.{digits}f}' + (
       f' ({s["n"]}/{s["of"]})' if s['n'] != s['of'] else '')
 
 
@@ -508,9 +510,9 @@ def write_table(args, summary):
            '| run | zero-shot (%) | I2T R@1 (%) | T2I R@1 (%) | corrupted pairs selected (%) |',
            '|---|---:|---:|---:|---:|']
   for name, r in runs.items():
-    corrupted = _fmt(r['corrupted_selected'], True) if r['corrupted_selected']['n'] else '-'
-    lines.append(f'| {name} | {_fmt(r["final"], True)} | {_fmt(r["i2t"], True)} | '
-                 f'{_fmt(r["t2i"], True)} | {corrupted} |')
+    corrupted = fmt_stat(r['corrupted_selected'], 100) if r['corrupted_selected']['n'] else '-'
+    lines.append(f'| {name} | {fmt_stat(r["final"], 100)} | {fmt_stat(r["i2t"], 100)} | '
+                 f'{fmt_stat(r["t2i"], 100)} | {corrupted} |')
   for suffix, base in BASELINES.items():
     if base not in runs:
       continue
@@ -522,8 +524,8 @@ def write_table(args, summary):
               'retrieval: iterations, of run / ratio | retrieval: FLOPs, of run / ratio |',
               '|---|---:|---:|---:|---:|']
     for name, r in runs.items():
-      cells = [f'{_fmt(r[f"{kind}_fraction{metric}{suffix}"])} / '
-               f'{_fmt(r[f"{kind}_ratio{metric}{suffix}"])}'
+      cells = [f'{fmt_stat(r[f"{kind}_fraction{metric}{suffix}"])} / '
+               f'{fmt_stat(r[f"{kind}_ratio{metric}{suffix}"])}'
                for metric in ('', '_retrieval') for kind in ('iterations', 'flops')]
       lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
   if 'wall_seconds' in summary:

@@ -41,6 +41,9 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-imp
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from experiments.jest import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+from experiments.jest import reproduce  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+fmt_stat = reproduce.fmt_stat
 
 FILTER_RATIOS = (0.5, 0.8, 0.9)
 # Figure panel -> (run name, workdir: 'main' or 'variants') per line or bar.
@@ -67,31 +70,23 @@ def get_config(arg=None):
 def per_seed(workdirs: dict, run: str, where: str, seeds, targets: dict) -> list[dict]:
   """`run`'s final values per seed, and the fraction of each target run's iterations and FLOPs
   it needed to reach that run's final zero-shot (None: never)."""
-  from experiments.jest import reproduce  # pylint: disable=g-import-not-at-top
+  def curve(name, workdir_key, seed):
+    return reproduce.curve(os.path.join(workdirs[workdir_key], 'runs', f'{name}_s{seed}'))
+
   rows = []
   for seed in seeds:
-    c = reproduce.curve(os.path.join(workdirs[where], 'runs', f'{run}_s{seed}'))
-    row = {'seed': seed}
-    for target_name, (target_run, target_where) in targets.items():
-      target = reproduce.curve(os.path.join(workdirs[target_where], 'runs',
-                                            f'{target_run}_s{seed}'))
-      full = reproduce.run_row(c, {'': target})
-      row.update({k: full[k] for k in ('final', 'retrieval', 'corrupted_selected')})
-      row[f'iterations_fraction_{target_name}'] = full['iterations_fraction']
-      row[f'flops_fraction_{target_name}'] = full['flops_fraction']
-    rows.append(row)
+    full = reproduce.run_row(curve(run, where, seed), {
+        f'_{name}': curve(*target, seed) for name, target in targets.items()})
+    rows.append({'seed': seed,
+                 **{k: full[k] for k in ('final', 'retrieval', 'corrupted_selected')},
+                 **{f'{kind}_fraction_{name}': full[f'{kind}_fraction_{name}']
+                    for name in targets for kind in ('iterations', 'flops')}})
   return rows
 
 
 def summarise(rows: list[dict]) -> dict:
-  out = {'per_seed': rows}
-  for key in rows[0]:
-    if key in ('seed', 'loss_curve'):
-      continue
-    vals = [r[key] for r in rows if r[key] is not None]
-    out[key] = {'mean': float(np.mean(vals)) if vals else None,
-                'std': float(np.std(vals)) if vals else None, 'n': len(vals), 'of': len(rows)}
-  return out
+  return {'per_seed': rows, **{key: reproduce.seed_stat(rows, key) for key in rows[0]
+                               if key not in ('seed', 'loss_curve')}}
 
 
 def analyze(workdirs: dict, seeds) -> dict:
@@ -132,27 +127,19 @@ def loss_spikes(workdir, warmup: int) -> dict:
 
 
 def beta2(workdirs: dict, seeds) -> dict:
-  from experiments.jest import reproduce  # pylint: disable=g-import-not-at-top
   out = {}
   for b2 in BETA2:
     run = f'learnability_joint_f0.8_b2_{b2}'
+    config = reproduce.run_config(reproduce.parse_args([]), run, seeds[0])
+    warmup = int(config.optax.warmup_frac * config.total_steps)
     rows = per_seed(workdirs, run, 'variants', seeds, {'uniform_3x': ('uniform_3x', 'main')})
     for row in rows:
-      workdir = os.path.join(workdirs['variants'], 'runs', f'{run}_s{row["seed"]}')
-      warmup = int(reproduce.run_config(reproduce.parse_args([]), run, row['seed'])
-                   .optax.warmup_frac * reproduce.parse_args([]).steps)
-      spikes = loss_spikes(workdir, warmup)
+      spikes = loss_spikes(os.path.join(workdirs['variants'], 'runs', f'{run}_s{row["seed"]}'),
+                           warmup)
       row.update({k: v for k, v in spikes.items() if k not in ('loss', 'steps')})
       row['loss_curve'] = spikes['loss']
     out[str(b2)] = summarise(rows)
   return out
-
-
-def _fmt(s, scale=1.0, digits=2):
-  if s['mean'] is None:
-    return f'never ({s["of"]} seeds)'
-  text = f'{scale * s["mean"]:.{digits}f} ± {scale * s["std"]:.{digits}f}'
-  return text + (f' ({s["n"]} of {s["of"]})' if s['n'] < s['of'] else '')
 
 
 def write_table(summary: dict, path: str):
@@ -163,34 +150,38 @@ def write_table(summary: dict, path: str):
            '|---|---:|---:|---:|---:|---:|']
   for policy, by_f in summary['hard_learner'].items():
     for f, s in by_f.items():
-      lines.append(f'| {policy} | {f} | {_fmt(s["final"], 100)} | {_fmt(s["retrieval"], 100)} | '
-                   f'{_fmt(s["corrupted_selected"], 100, 1)} | '
-                   f'{_fmt(s["iterations_fraction_uniform_3x"])} / '
-                   f'{_fmt(s["flops_fraction_uniform_3x"])} |')
+      lines.append(f'| {policy} | {f} | {fmt_stat(s["final"], 100)} | '
+                   f'{fmt_stat(s["retrieval"], 100)} | '
+                   f'{fmt_stat(s["corrupted_selected"], 100, 1)} | '
+                   f'{fmt_stat(s["iterations_fraction_uniform_3x"])} / '
+                   f'{fmt_stat(s["flops_fraction_uniform_3x"])} |')
   u3 = summary['uniform_3x']
-  lines += ['', f'`uniform_3x` (i.i.d., 2,400 iterations): zero-shot {_fmt(u3["final"], 100)}%.',
+  lines += ['', '`uniform_3x` (i.i.d., 2,400 iterations): zero-shot '
+            f'{fmt_stat(u3["final"], 100)}%.',
             '', '## Softmax (CLIP) vs sigmoid (SigLIP) loss, learnability at f = 0.8', '',
             '| selection | loss | zero-shot (%) | retrieval R@1 (%) | corrupted pairs selected (%) '
-            "| to the same loss's 800-iteration i.i.d. final zero-shot: iterations / FLOPs, of run |",
+            "| to the same loss's 800-iteration i.i.d. final zero-shot: iterations / FLOPs, "
+            'of run |',
             '|---|---|---:|---:|---:|---:|']
   for group, by_loss in summary['softmax'].items():
     for loss, s in by_loss.items():
-      corrupted = (_fmt(s['corrupted_selected'], 100, 1) if s['corrupted_selected']['n']
+      corrupted = (fmt_stat(s['corrupted_selected'], 100, 1) if s['corrupted_selected']['n']
                    else '-')
-      lines.append(f'| {group} | {loss} | {_fmt(s["final"], 100)} | '
-                   f'{_fmt(s["retrieval"], 100)} | {corrupted} | '
-                   f'{_fmt(s["iterations_fraction_uniform"])} / '
-                   f'{_fmt(s["flops_fraction_uniform"])} |')
+      lines.append(f'| {group} | {loss} | {fmt_stat(s["final"], 100)} | '
+                   f'{fmt_stat(s["retrieval"], 100)} | {corrupted} | '
+                   f'{fmt_stat(s["iterations_fraction_uniform"])} / '
+                   f'{fmt_stat(s["flops_fraction_uniform"])} |')
   lines += ['', "## Adam's beta2 at f = 0.8 (learnability, joint; every step's training loss "
             f'against the median of the previous {SPIKE_WINDOW}, after warm-up)', '',
             '| beta2 | zero-shot (%) | largest rise of the loss (%) | steps rising > 25% | '
             "largest grad norm | to `uniform_3x`'s final zero-shot: iterations / FLOPs, of run |",
             '|---:|---:|---:|---:|---:|---:|']
   for b2, s in summary['beta2'].items():
-    lines.append(f'| {b2} | {_fmt(s["final"], 100)} | {_fmt(s["max_rise"], 100, 1)} | '
-                 f'{_fmt(s["steps_rising_over_25pct"], 1, 1)} | {_fmt(s["max_grad_norm"])} | '
-                 f'{_fmt(s["iterations_fraction_uniform_3x"])} / '
-                 f'{_fmt(s["flops_fraction_uniform_3x"])} |')
+    lines.append(f'| {b2} | {fmt_stat(s["final"], 100)} | {fmt_stat(s["max_rise"], 100, 1)} | '
+                 f'{fmt_stat(s["steps_rising_over_25pct"], 1, 1)} | '
+                 f'{fmt_stat(s["max_grad_norm"])} | '
+                 f'{fmt_stat(s["iterations_fraction_uniform_3x"])} / '
+                 f'{fmt_stat(s["flops_fraction_uniform_3x"])} |')
   with open(path, 'w') as f:
     f.write('\n'.join(lines) + '\n')
 
