@@ -2,7 +2,9 @@
 
 Built from `config.input` keys; `make(...)` returns `fn(example, rng) -> example` suitable for
 grain's `random_map` (rng is a numpy Generator seeded per element, so augmentation is
-deterministic given the pipeline seed and the element's position: exact resume needs that).
+deterministic given the pipeline seed and the element's *global* stream position, the same
+whatever the number of processes: exact resume and pod-size independence need that;
+input_pipeline applies the random map before taking this process's rows).
 Without augmentation `fn.batched(records) -> records` does the same to stacked records.
 """
 from __future__ import annotations
