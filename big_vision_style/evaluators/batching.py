@@ -1,7 +1,21 @@
-"""Global eval batches of a split, kept on device between evaluations when the split is small."""
+"""Global eval batches of a split, kept on device between evaluations when the split is small.
+
+With several processes the batches span devices of other processes, and so do the outputs of
+a jitted function of them: evaluators compile their per-batch functions with
+`out_shardings=replicated(mesh)`, so that the results (sums, or whole embedding batches,
+gathered in the split's order) are on every device and every process can read them.
+"""
 from __future__ import annotations
 
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
 from big_vision_style import input_pipeline
+
+
+def replicated(mesh) -> NamedSharding:
+  """Fully replicated over `mesh`: readable (`jax.device_get`) by every process."""
+  return NamedSharding(mesh, P())
 
 
 class EvalBatches:

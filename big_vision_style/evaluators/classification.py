@@ -9,6 +9,7 @@ import numpy as np
 
 from big_vision_style import input_pipeline
 from big_vision_style import losses
+from big_vision_style.evaluators import batching
 
 
 class Evaluator:
@@ -25,7 +26,8 @@ class Evaluator:
     self.mesh, self.batch_size = mesh, batch_size
     num_classes = source.num_classes
 
-    @functools.partial(jax.jit, out_shardings=None)
+    # Replicated sums: every process reads them, also when the batch spans other processes.
+    @functools.partial(jax.jit, out_shardings=batching.replicated(mesh))
     def eval_step(params, batch):
       logits = predict_fn(params, batch['image'])
       mask = batch['mask']

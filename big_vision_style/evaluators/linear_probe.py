@@ -23,9 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from big_vision_style import input_pipeline
 from big_vision_style import losses
 from big_vision_style.datasets import base
+from big_vision_style.evaluators import batching
 
 USES_FEATURES = True  # The trainer passes `features_fn(params, images) -> [N, D]`.
 
@@ -61,26 +61,34 @@ class Evaluator:
       positions = np.sort(np.random.default_rng(seed).choice(len(fit_source), fit_examples,
                                                              replace=False))
       fit_source = base.Subset(fit_source, positions, name='probe fit subset')
-    self.source, self.fit_source = source, fit_source
-    self.preprocess_fn, self.mesh, self.batch_size = preprocess_fn, mesh, batch_size
+    # Embedded once per evaluation, not kept on device (the fit split may be large).
+    self.batches = {name: batching.EvalBatches(s, preprocess_fn=preprocess_fn, mesh=mesh,
+                                               batch_size=batch_size, cache=False)
+                    for name, s in (('fit', fit_source), ('eval', source))}
     self.num_classes = source.num_classes
-    self._embed = jax.jit(lambda params, images: features_fn(params, images))
+
+    # Features, labels and mask of the whole global batch on every device: every process
+    # reads them (in the split's order) also when the batch spans other processes' devices.
+    @functools.partial(jax.jit, out_shardings=batching.replicated(mesh))
+    def embed(params, batch):
+      return features_fn(params, batch['image']), batch['label'], batch['mask']
+
+    self._embed = embed
     self._fit = jax.jit(functools.partial(fit_logistic_regression, num_classes=self.num_classes,
                                           l2=l2, steps=steps))
 
-  def _features(self, params, source):
+  def _features(self, params, name):
     feats, labels = [], []
-    for local in input_pipeline.make_eval_batches(source, global_batch_size=self.batch_size,
-                                                  preprocess_fn=self.preprocess_fn):
-      batch = input_pipeline.to_global(local, self.mesh)
-      out = np.asarray(jax.device_get(self._embed(params, batch['image'])))
-      feats.append(out[local['mask']])
-      labels.append(local['label'][local['mask']])
+    for batch in self.batches[name]:
+      out, label, mask = jax.device_get(self._embed(params, batch))
+      feats.append(np.asarray(out)[mask])
+      labels.append(np.asarray(label)[mask])
     return np.concatenate(feats).astype(np.float32), np.concatenate(labels)
 
   def run(self, params):
-    fit_x, fit_y = self._features(params, self.fit_source)
-    x, y = self._features(params, self.source)
+    # The fit runs on this process's first device alone, on the same numbers in every process.
+    fit_x, fit_y = self._features(params, 'fit')
+    x, y = self._features(params, 'eval')
     mean, std = fit_x.mean(0), fit_x.std(0) + 1e-6
     fit_x, x = (fit_x - mean) / std, (x - mean) / std
     w, fit_loss = self._fit(jnp.asarray(fit_x), jnp.asarray(fit_y))

@@ -53,7 +53,8 @@ class Evaluator:
     self.batches = batching.EvalBatches(source, preprocess_fn=preprocess_fn, mesh=mesh,
                                         batch_size=batch_size, cache=cache_batches)
 
-    @functools.partial(jax.jit, out_shardings=None)
+    # Gathered onto every device: each process reads the whole batch, in the split's order.
+    @functools.partial(jax.jit, out_shardings=batching.replicated(mesh))
     def embed(params, batch):
       zimg, ztxt = predict_fn(params, batch['image'], batch['text'])[:2]
       return zimg, ztxt, batch['text'], batch['mask']

@@ -72,9 +72,11 @@ class Evaluator:
     self.prompt_tokens = tokenizer.batch([p for _, p in flat])
     self.batches = batching.EvalBatches(source, preprocess_fn=preprocess_fn, mesh=mesh,
                                         batch_size=batch_size, cache=cache_batches)
-    self._embed_text = jax.jit(lambda params, text: predict_fn(params, None, text)[1])
+    replicated = batching.replicated(mesh)  # Readable by every process.
+    self._embed_text = jax.jit(lambda params, text: predict_fn(params, None, text)[1],
+                               out_shardings=replicated)
 
-    @functools.partial(jax.jit, out_shardings=None)
+    @functools.partial(jax.jit, out_shardings=replicated)
     def eval_step(params, batch, classes):
       zimg = predict_fn(params, batch['image'], None)[0]
       correct = (predict(zimg, classes) == batch['label']) & batch['mask']
