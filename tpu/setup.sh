@@ -1,23 +1,26 @@
 #!/usr/bin/env bash
 # Copy this working tree to every worker of a TPU VM and install it there:
 #   ~/bvs       the tree (tracked + untracked-but-not-ignored files, as they are on disk now)
-#   ~/bvs_venv  python3 -m venv with `pip install -e '.[tpu]'`
+#   ~/bvs_venv  a venv with `pip install -c constraints.txt -e '.[tpu]'`: the versions CI tests,
+#               jax[tpu] at the pinned jax version (which pins its libtpu)
 # Rerun after changing code; with --code-only it just replaces ~/bvs (the editable install
 # picks the new code up; rerun without --code-only when dependencies change).
 set -euo pipefail
 
 usage() {
   cat <<'EOF'
-Usage: NAME=my-tpu ZONE=us-central2-b [PROJECT=...] [PYTHON=python3] [CONSTRAINTS=constraints.txt] \
+Usage: NAME=my-tpu ZONE=us-central2-b [PROJECT=...] [PYTHON=python3.11] [CONSTRAINTS=constraints.txt] \
          tpu/setup.sh [--code-only]
 
   --code-only   copy the tree, skip the venv / pip install
-  PYTHON        interpreter on the workers for the venv (default python3; it is installed with
-                apt, together with its -venv package, when missing)
-  CONSTRAINTS   pip constraints file, relative to the repo root (default: none, i.e. the ranges
-                in pyproject.toml). constraints.txt pins the CI set, which needs Python >= 3.11:
-                the tpu-ubuntu2204-base / v2-alpha-* images ship Python 3.10, so use
-                PYTHON=python3.11 with it.
+  PYTHON        interpreter on the workers for the venv. Default: python3 when it is >= 3.11
+                (the pinned jax needs 3.11), else python3.11 (the tpu-ubuntu2204-base / v2-alpha-*
+                images ship 3.10). It is installed with apt, with its -venv package, when missing.
+  CONSTRAINTS   pip constraints file, relative to the repo root (default constraints.txt: the
+                versions CI tests, jax[tpu] at that jax version with its libtpu pin).
+                CONSTRAINTS= (empty) installs from pyproject.toml's ranges instead (untested
+                newer versions).
+  GCLOUD_SSH_FLAGS  extra flags for every gcloud tpu-vm ssh/scp (see tpu/README.md)
 EOF
 }
 
@@ -39,8 +42,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 init_tpu_env
 need_cmd tar ""
 
-if [[ -n "${CONSTRAINTS:-}" && ! -f "$BVS_ROOT/$CONSTRAINTS" ]]; then
-  die "CONSTRAINTS=$CONSTRAINTS: no such file under $BVS_ROOT"
+# Unset: the CI-tested pins; set but empty: pyproject's ranges.
+constraints=${CONSTRAINTS-constraints.txt}
+if [[ -n "$constraints" && ! -f "$BVS_ROOT/$constraints" ]]; then
+  die "CONSTRAINTS=$constraints: no such file under $BVS_ROOT"
 fi
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/bvs_tpu.XXXXXX")
@@ -65,13 +70,13 @@ fi
 note "packed $(du -h "$tarball" | cut -f1) from $BVS_ROOT"
 
 note "copying to all workers of ${NAME}"
-gcloud compute tpus tpu-vm scp "$tarball" "${NAME}:bvs_src.tar.gz" "${GCLOUD_LOC[@]}" --worker=all
+tpu_scp all "$tarball" "${NAME}:bvs_src.tar.gz"
 
 # Runs on every worker: a header of values (quoted with %q) plus a fixed body. Unpacks into a
 # fresh directory and swaps it in, so files deleted locally disappear remotely too; the path
 # stays ~/bvs, so the editable install keeps pointing at the right place.
 header=$(printf 'rel_dest=%q\nrel_venv=%q\nrel_logs=%q\npy=%q\nconstraints=%q\ncode_only=%q\n' \
-  "$BVS_REMOTE_DIR" "$BVS_REMOTE_VENV" "$BVS_REMOTE_LOGS" "${PYTHON:-python3}" "${CONSTRAINTS:-}" "$code_only")
+  "$BVS_REMOTE_DIR" "$BVS_REMOTE_VENV" "$BVS_REMOTE_LOGS" "${PYTHON:-}" "$constraints" "$code_only")
 # (read -d '' rather than $(cat <<EOF): bash 3.2 misparses ')' in heredocs inside $(...).
 IFS= read -r -d '' body <<'EOF' || true
 set -euo pipefail
@@ -107,9 +112,24 @@ apt_install() {
   sudo DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null
   sudo DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q "$@" >/dev/null
 }
+if [ -z "$py" ]; then
+  # The pinned jax (0.10) and numpy (2.4) need Python >= 3.11; the TPU images' python3 is 3.10.
+  if command -v python3 >/dev/null 2>&1 &&
+    python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    py=python3
+  else
+    py=python3.11
+  fi
+fi
 if ! command -v "$py" >/dev/null 2>&1; then
   echo "[$host] installing $py with apt"
   apt_install "${py##*/}" "${py##*/}-venv"
+fi
+# A venv left by an older setup on the image's Python 3.10 cannot take the pinned jax: renew it.
+if [ -x "$venv/bin/python" ] &&
+  ! "$venv/bin/python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "[$host] $venv has $("$venv/bin/python" --version 2>&1); recreating it with $py"
+  rm -rf "$venv"
 fi
 if [ ! -x "$venv/bin/python" ]; then
   if ! "$py" -c 'import ensurepip, venv' >/dev/null 2>&1; then
@@ -118,14 +138,20 @@ if [ ! -x "$venv/bin/python" ]; then
   fi
   "$py" -m venv "$venv"
 fi
-echo "[$host] $("$venv/bin/python" --version) in $venv; pip install -e '.[tpu]' (a few minutes)"
-"$venv/bin/python" -m pip install -q --upgrade pip
 cflags=()
-if [ -n "$constraints" ]; then cflags=(-c "$dest/$constraints"); fi
+how="pyproject.toml's ranges"
+if [ -n "$constraints" ]; then
+  cflags=(-c "$dest/$constraints")
+  how="the pins in $constraints"
+fi
+echo "[$host] $("$venv/bin/python" --version) in $venv; pip install -e '.[tpu]' with $how (a few minutes)"
+"$venv/bin/python" -m pip install -q --upgrade pip
 "$venv/bin/python" -m pip install -q --progress-bar off ${cflags[@]+"${cflags[@]}"} -e "$dest[tpu]"
 # Import only: initialising the TPU backend here would need every host of a slice at once.
-ver=$("$venv/bin/python" -c 'import jax, big_vision_style; print(jax.__version__)')
-echo "[$host] ok: jax $ver"
+ver=$("$venv/bin/python" -c 'import jax, big_vision_style
+from importlib.metadata import version
+print("jax", jax.__version__, "libtpu", version("libtpu"))')
+echo "[$host] ok: $ver"
 EOF
 
 if ((code_only)); then
