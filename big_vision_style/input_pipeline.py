@@ -114,7 +114,8 @@ class ProcessRows(grain.MapDataset):
     return self._parent[self.global_position(index)]
 
   def _getitems(self, indices):
-    return self._parent._getitems([self.global_position(i) for i in indices])  # pylint: disable=protected-access
+    positions = [self.global_position(i) for i in indices]
+    return self._parent._getitems(positions)  # pylint: disable=protected-access
 
   def __str__(self) -> str:
     return (f'ProcessRows(global_batch_size={self._global}, offset={self._offset}, '
@@ -223,10 +224,12 @@ def _check_process_rows(sharding, global_rows: int):
     held.update(range(*index[0].indices(global_rows)))
   want = set(range(jax.process_index() * local, (jax.process_index() + 1) * local))
   if held != want:
+    rows = sorted(held)
+    rows = str(rows) if len(rows) <= 8 else f'{str(rows[:8])[:-1]}, ...]'
     raise ValueError(
         f'Process {jax.process_index()} feeds rows [{min(want)}, {max(want) + 1}) of each '
-        f'global batch of {global_rows}, but its devices hold rows {sorted(held)[:8]}...: the '
-        "mesh's data axis must list each process's devices contiguously, in process order.")
+        f'global batch of {global_rows}, but its devices hold rows {rows}: the mesh\'s data '
+        "axis must list each process's devices contiguously, in process order.")
 
 
 def to_global(batch, mesh):
