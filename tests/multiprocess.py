@@ -156,7 +156,8 @@ class _Run:
     return out
 
 
-def _run_all(runs: Sequence[_Run], timeout: float, grace: float, tmpdir: str):
+def _run_all(runs: Sequence[_Run], timeout: float, grace: float, tmpdir: str,
+             keep_logs: bool = True):
   deadline = time.monotonic() + timeout
   try:
     while True:
@@ -179,8 +180,10 @@ def _run_all(runs: Sequence[_Run], timeout: float, grace: float, tmpdir: str):
     workers = sorted((w for run in failed for w in run.workers), key=lambda w: (
         w.killed is not None, w.proc.returncode == 0))
     stories = '\n'.join(w.story() for w in workers)
-    raise ProcessesFailed(f'{", ".join(r.name for r in failed)} failed (logs in {tmpdir}):\n'
-                          f'{stories}')
+    where = f' (logs in {tmpdir})' if keep_logs else ''
+    if not keep_logs:
+      shutil.rmtree(tmpdir, ignore_errors=True)
+    raise ProcessesFailed(f'{", ".join(r.name for r in failed)} failed{where}:\n{stories}')
   results = [run.results() for run in runs]
   shutil.rmtree(tmpdir, ignore_errors=True)
   return results
@@ -189,28 +192,30 @@ def _run_all(runs: Sequence[_Run], timeout: float, grace: float, tmpdir: str):
 def run_processes(fn_path: str, args: Sequence[Any] = (), kwargs: dict | None = None, *,
                   num_processes: int = 2, devices_per_process: int = 2,
                   timeout: float = DEFAULT_TIMEOUT, grace: float = 5.0,
-                  env: dict[str, str] | None = None) -> list:
+                  env: dict[str, str] | None = None, keep_logs: bool = True) -> list:
   """`module:function(*args, **kwargs)` in `num_processes` processes of one jax.distributed
-  job: the list of their results, by process index."""
+  job: the list of their results, by process index. The run's directory (specs, results,
+  each process's stdout and stderr) is removed after success, kept after a failure unless
+  `keep_logs` is False."""
   tmpdir = tempfile.mkdtemp(prefix='bvs_multiprocess_')
   run = _Run(f'{num_processes}x{devices_per_process}', fn_path, args, kwargs, num_processes,
              devices_per_process, tmpdir, env)
-  return _run_all([run], timeout, grace, tmpdir)[0]
+  return _run_all([run], timeout, grace, tmpdir, keep_logs)[0]
 
 
 def run_single(fn_path: str, args: Sequence[Any] = (), kwargs: dict | None = None, *,
                num_devices: int = 4, timeout: float = DEFAULT_TIMEOUT,
-               env: dict[str, str] | None = None):
+               env: dict[str, str] | None = None, keep_logs: bool = True):
   """The 1-process reference: the function's result in one process with `num_devices`."""
   return run_processes(fn_path, args, kwargs, num_processes=1, devices_per_process=num_devices,
-                       timeout=timeout, env=env)[0]
+                       timeout=timeout, env=env, keep_logs=keep_logs)[0]
 
 
 def run_layouts(fn_path: str, args: Sequence[Any] = (), kwargs: dict | None = None, *,
                 num_processes: int = 2, devices_per_process: int = 2,
                 timeout: float = DEFAULT_TIMEOUT, grace: float = 5.0,
                 single_args: Sequence[Any] | None = None, single_kwargs: dict | None = None,
-                env: dict[str, str] | None = None):
+                env: dict[str, str] | None = None, keep_logs: bool = True):
   """(results of the N processes, result of 1 process with N*K devices), both runs started
   at once (their jax imports overlap). `single_args` / `single_kwargs` replace the arguments
   of the 1-process run (e.g. another workdir)."""
@@ -221,7 +226,7 @@ def run_layouts(fn_path: str, args: Sequence[Any] = (), kwargs: dict | None = No
                 args if single_args is None else single_args,
                 kwargs if single_kwargs is None else single_kwargs, 1,
                 num_processes * devices_per_process, tmpdir, env)
-  multi_results, single_results = _run_all([multi, single], timeout, grace, tmpdir)
+  multi_results, single_results = _run_all([multi, single], timeout, grace, tmpdir, keep_logs)
   return multi_results, single_results[0]
 
 

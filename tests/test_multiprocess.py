@@ -6,7 +6,7 @@ underscore-prefixed ones below. The module-scoped fixtures run each worker funct
 both layouts at the same time, and the tests assert on parts of the results.
 """
 import math
-import os
+import time
 
 import jax
 import numpy as np
@@ -190,6 +190,12 @@ def _crash_in_process_1():
   multihost_utils.sync_global_devices('never reached by process 1')
 
 
+def _sleep_forever():
+  import time  # pylint: disable=g-import-not-at-top
+  while True:
+    time.sleep(1)
+
+
 # ----- Fixtures: each worker function once, in both layouts at the same time -----
 
 
@@ -333,10 +339,21 @@ def test_baseline_trainer_two_processes_match_one(baseline):
 def test_harness_reports_which_process_failed():
   with pytest.raises(multiprocess.ProcessesFailed) as failure:
     multiprocess.run_processes('tests.test_multiprocess:_crash_in_process_1', timeout=60,
-                               grace=1.0)
+                               grace=1.0, keep_logs=False)
   message = str(failure.value)
   # The process that failed comes first, with its exit code and its traceback's last line.
   first = message.split('\n', 1)[1]
   assert first.startswith('  2x2 process 1: exit code 1;'), message
   assert 'ValueError: deliberate failure in process 1' in message
   assert '2x2 process 0: killed by the harness' in message
+
+
+def test_harness_kills_every_process_of_a_run_past_its_timeout():
+  start = time.monotonic()
+  with pytest.raises(multiprocess.ProcessesFailed) as failure:
+    multiprocess.run_processes('tests.test_multiprocess:_sleep_forever', timeout=6,
+                               keep_logs=False)
+  assert time.monotonic() - start < 20
+  for p in range(NUM_PROCESSES):
+    assert (f'2x2 process {p}: killed by the harness (still running after the 6 s timeout)'
+            in str(failure.value)), str(failure.value)
