@@ -1,0 +1,192 @@
+"""experiments/sweep.py: run or resume every run, skip the finished ones, parallel workers that
+share one queue (longest first, atomic claims), worker command lines, wall-time records."""
+import argparse
+import json
+import os
+import sys
+import textwrap
+
+import pytest
+
+from experiments import sweep
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _fake_train(calls):
+  """A train_fn like train.train_once: writes the marker and returns the final row."""
+  def train_fn(config, workdir):
+    calls.append(config['name'])
+    os.makedirs(workdir, exist_ok=True)
+    final = {'step': 10, 'eval/test/accuracy': config['acc']}
+    with open(os.path.join(workdir, sweep.MARKER), 'w') as f:
+      json.dump(final, f)
+    return final
+  return train_fn
+
+
+def _runs(tmp_path, n=4):
+  return [sweep.Run(f'run{k}', str(tmp_path / f'run{k}'),
+                    lambda k=k: {'name': f'run{k}', 'acc': k / 10}, cost=k % 3)
+          for k in range(n)]
+
+
+def _train_once_skipping_finished(calls):
+  train = _fake_train(calls)
+  def train_fn(config, workdir):
+    return sweep.final_row(workdir) or train(config, workdir)
+  return train_fn
+
+
+def test_run_all_trains_every_run_in_order_and_skips_finished_ones(tmp_path):
+  calls, reported = [], []
+  train_fn = _train_once_skipping_finished(calls)
+  finals = sweep.run_all(_runs(tmp_path), train_fn=train_fn,
+                         report=lambda run, final, s: reported.append(run.name))
+  assert calls == reported == ['run0', 'run1', 'run2', 'run3']  # Given order, no queue.
+  assert finals['run2'] == {'step': 10, 'eval/test/accuracy': 0.2}
+  assert sweep.is_finished(str(tmp_path / 'run3'))
+  assert sweep.final_row(str(tmp_path / 'run3'))['eval/test/accuracy'] == 0.3
+  assert sweep.final_row(str(tmp_path / 'missing')) is None
+  # A rerun trains nothing again and returns the same finals.
+  again = sweep.run_all(_runs(tmp_path), train_fn=train_fn, report=lambda *a: None)
+  assert calls == ['run0', 'run1', 'run2', 'run3'] and again == finals
+  with pytest.raises(ValueError, match='unique'):
+    sweep.run_all(_runs(tmp_path) * 2, train_fn=train_fn)
+  with pytest.raises(ValueError, match='worker'):
+    sweep.run_all(_runs(tmp_path), parallel=2)
+
+
+def test_default_training_is_train_once_with_its_finished_marker(tmp_path, monkeypatch):
+  from big_vision_style import train  # pylint: disable=g-import-not-at-top
+  trained = []
+
+  def fake_train(config, workdir):
+    trained.append(workdir)
+    os.makedirs(workdir)  # As train() does.
+    return {'step': 3, 'eval/test/accuracy': 0.5}, None
+
+  monkeypatch.setattr(train, 'train', fake_train)
+  run = sweep.Run('a', str(tmp_path / 'a'), {'unused': True})
+  first = sweep.run_all([run], report=lambda *a: None)['a']
+  assert first['step'] == 3 and 'run_wall_s' in first
+  assert sweep.final_row(run.workdir) == first
+  assert sweep.run_all([run], report=lambda *a: None)['a'] == first and len(trained) == 1
+
+
+def test_queue_workers_claim_each_run_once_longest_first(tmp_path):
+  runs = _runs(tmp_path, 6)
+  assert [r.cost for r in sweep.longest_first(runs)] == [2, 2, 1, 1, 0, 0]
+  assert [r.name for r in sweep.longest_first(runs)][:2] == ['run2', 'run5']  # Stable.
+  queue = tmp_path / 'queue'
+  queue.mkdir()
+  # Both workers try every run, in turn first; each run goes to exactly one of them.
+  for i, run in enumerate(sweep.longest_first(runs)):
+    order = (0, 1) if i % 2 else (1, 0)
+    wins = [k for k in order if sweep.claim(str(queue), run.name)]
+    assert wins == [order[0]]
+  calls = []
+  assert sweep.run_all(runs, queue=str(queue), train_fn=_fake_train(calls)) == {}
+  assert not calls  # All claimed already.
+  # A new queue (a new sweep) may claim them again: a killed sweep's runs resume.
+  fresh = tmp_path / 'fresh'
+  fresh.mkdir()
+  sweep.run_all(runs, queue=str(fresh), train_fn=_fake_train(calls), report=lambda *a: None)
+  assert calls == ['run2', 'run5', 'run1', 'run4', 'run0', 'run3']
+
+
+WORKER = textwrap.dedent('''
+    import json, os, sys, time
+    sys.path.insert(0, sys.argv[3])
+    from experiments import sweep
+    queue, out = sys.argv[1], sys.argv[2]
+
+    def train_fn(config, workdir):
+      os.makedirs(workdir, exist_ok=True)
+      with open(os.path.join(out, 'log'), 'a') as f:
+        f.write(json.dumps([config['name'], os.getpid(),
+                            sorted(os.sched_getaffinity(0))]) + '\\n')
+      time.sleep(0.3)
+      return {'step': 1}
+
+    sweep.run_all([sweep.Run(f'r{k}', os.path.join(out, f'r{k}'), {'name': f'r{k}'}, cost=k)
+                   for k in range(6)], queue=queue, train_fn=train_fn,
+                  report=lambda *a: None)
+''')
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason='needs 2 CPUs')
+@pytest.mark.filterwarnings('ignore:os.fork')  # The test process has JAX loaded (conftest).
+def test_parallel_workers_share_one_queue_each_on_its_own_cpus(tmp_path):
+  script = tmp_path / 'worker.py'
+  script.write_text(WORKER)
+  out = tmp_path / 'out'
+  out.mkdir()
+
+  def worker(queue):
+    return [sys.executable, str(script), queue, str(out), ROOT]
+
+  assert sweep.run_all([], parallel=2, worker=worker, queue_root=str(tmp_path / 'q')) == {}
+  log = [json.loads(line) for line in (out / 'log').read_text().splitlines()]
+  assert sorted(name for name, _, _ in log) == [f'r{k}' for k in range(6)]  # Each once.
+  cpus = {pid: set(mine) for _, pid, mine in log}  # Two workers, on disjoint shares of the CPUs.
+  assert len(cpus) == 2 and set.union(*cpus.values()) == os.sched_getaffinity(0)
+  assert not set.intersection(*cpus.values())
+  assert len(os.listdir(tmp_path / 'q')) == 1  # One fresh queue directory per invocation.
+  # A worker that fails stops the sweep with a clear message.
+  with pytest.raises(SystemExit, match=r'exited with \[3, 3\]: rerun'):
+    sweep.run_parallel(lambda q: [sys.executable, '-c', 'raise SystemExit(3)'], 2,
+                       str(tmp_path / 'q'))
+  with pytest.raises(SystemExit, match='exceeds'):
+    sweep.run_parallel(worker, 10_000, str(tmp_path / 'q'))
+
+
+def _parser():
+  parser = argparse.ArgumentParser()
+  parser.add_argument('--workdir', default='w')
+  parser.add_argument('--out', default='results')
+  parser.add_argument('--seeds', default='0,1,2')
+  parser.add_argument('--steps', type=int, default=800)
+  parser.add_argument('--ratio', type=float, default=None)
+  parser.add_argument('--reuse', action='store_true')
+  sweep.add_options(parser)
+  return parser
+
+
+def _parse(argv):
+  args = _parser().parse_args(argv)
+  args.seeds = [int(s) for s in args.seeds.split(',')]
+  return args
+
+
+def test_worker_command_carries_every_run_shaping_option_and_no_sweep_option():
+  args = _parse(['--workdir', 'x', '--out', 'o', '--seeds', '3,4', '--steps', '9', '--ratio',
+                 '0.5', '--reuse', '--parallel', '2', '--analyze_only'])
+  cmd = sweep.worker_command('some.module', _parser(), args, 'Q', exclude=('out',))
+  assert cmd[:3] == [sys.executable, '-m', 'some.module'] and cmd[-3:] == ['--queue', 'Q',
+                                                                            '--runs_only']
+  assert '--out' not in cmd and '--parallel' not in cmd and '--analyze_only' not in cmd
+  parsed = _parse(cmd[3:])
+  for key in ('workdir', 'seeds', 'steps', 'ratio', 'reuse'):
+    assert getattr(parsed, key) == getattr(args, key)
+  assert parsed.queue == 'Q' and parsed.runs_only and parsed.parallel == 1
+  # Defaults (None, a store_true left off) parse back as defaults.
+  plain = _parse([])
+  assert sweep.forward_options(_parser(), plain) == [
+      '--workdir', 'w', '--out', 'results', '--seeds', '0,1,2', '--steps', '800']
+
+
+def test_timed_intervals_and_their_wall_time(tmp_path):
+  path = str(tmp_path / 'timing.jsonl')
+  with sweep.timed(path, 'a'):
+    pass
+  with sweep.timed(None, 'not recorded'):
+    pass
+  assert [json.loads(line)['part'] for line in open(path)] == ['a']
+  with open(path, 'w') as f:
+    for part, start, end in (('a', 0, 10), ('b', 5, 20), ('a', 30, 31), ('c', 30.5, 30.7)):
+      f.write(json.dumps({'part': part, 'start': start, 'end': end}) + '\n')
+  got = sweep.wall_seconds(path)
+  assert got['total'] == pytest.approx(21.0)  # The union: [0, 20] and [30, 31].
+  assert got['parts'] == {'a': 11.0, 'b': 15.0, 'c': pytest.approx(0.2)}
+
