@@ -1,10 +1,32 @@
-"""experiments/analysis.py on hand-made values and synthetic run logs."""
+"""experiments/analysis.py, and the reproducers' analyses built on it, on synthetic run logs.
+
+The expected tables in tests/expected_analysis/ and the numbers below were produced by the
+reproducers as they were before experiments/analysis.py and experiments/sweep.py (commit
+f4dc0de: experiments/jest/reproduce.py, bad_students/reproduce_policy_comparison.py and
+rela/reproduce_table1.py, each with its own analysis), run on the same synthetic logs
+(tests/synthetic_runs.py): the rebuilt reproducers must give them back to the digit.
+"""
+import argparse
+import json
+import math
+import os
+
 import numpy as np
 import pytest
 from scipy import stats
 
 from experiments import analysis
+from experiments.bad_students import reproduce_policy_comparison as bad_students
+from experiments.jest import reproduce as jest_reproduce
+from experiments.rela import reproduce_table1 as rela
 from tests import synthetic_runs
+
+EXPECTED = os.path.join(os.path.dirname(__file__), 'expected_analysis')
+
+
+def _expected(name):
+  with open(os.path.join(EXPECTED, name)) as f:
+    return f.read()
 
 
 # ----- The shared functions -----
@@ -98,3 +120,85 @@ def test_plot_helpers_draw_means_bands_and_points(tmp_path, band):
   with pytest.raises(ValueError, match='band'):
     analysis.plot_seeds(plt.subplots()[1], [1], [[1]], band='bands')
 
+
+# ----- The reproducers' analyses: the same tables and numbers as before -----
+
+def test_jest_analysis_gives_the_previous_tables_and_numbers(tmp_path):
+  synthetic_runs.jest_grid(str(tmp_path / 'w'))
+  args = jest_reproduce.parse_args(['--workdir', str(tmp_path / 'w'), '--out',
+                                    str(tmp_path / 'out'), '--seeds', '0,1'])
+  summary = jest_reproduce.analyze(args)
+  assert (tmp_path / 'out' / 'table.md').read_text() == _expected('jest_table.md')
+  assert summary['seeds'] == ['0', '1']
+  assert summary['wall_seconds'] == {'total': 230.0, 'parts': {
+      'references': 60.0, 'uniform_s0': 100.0, 'uniform_s1': 100.0, 'fig2_and_fig4': 30.0}}
+  runs = summary['runs']
+  assert 'flexi_learnability_joint_f0.8' not in runs  # Never trained.
+  joint, independent = runs['learnability_joint_f0.8'], runs['learnability_independent_f0.8']
+  # The duplicated last step counts once, with its last value.
+  assert joint['final'] == {'mean': 0.15625, 'std': pytest.approx(0.00235, abs=1e-15), 'n': 2,
+                            'of': 2}
+  assert joint['corrupted_selected']['mean'] == pytest.approx(0.22065, abs=1e-15)
+  assert joint['flops_fraction_vs_3x'] == {'mean': pytest.approx(0.7115384615384616, abs=1e-15),
+                                           'std': 0.0, 'n': 2, 'of': 2}
+  assert joint['flops_ratio']['mean'] == pytest.approx(1.4375, abs=1e-15)
+  assert joint['iterations_ratio_retrieval']['mean'] == 0.875
+  assert independent['iterations_fraction_vs_3x'] == {
+      'mean': pytest.approx(1 / 3, abs=1e-15), 'std': 0.0, 'n': 1, 'of': 2}
+  assert runs['uniform_3x']['iterations_ratio_retrieval'] == {'mean': 2.75, 'std': 0.125, 'n': 2,
+                                                             'of': 2}
+  # The unfinished seed-1 run is left out, as is a seed the uniform baseline lacks.
+  assert runs['uncurated_ref_learnability_joint_f0.8']['final']['of'] == 1
+  curves = json.loads((tmp_path / 'out' / 'curves.json').read_text())
+  assert sorted(curves['learnability_joint_f0.8']) == ['0', '1']
+  assert curves['learnability_joint_f0.8']['1']['step'] == list(range(100, 801, 100))
+  for png in ('fig3_filter_ratio.png', 'fig3_curves.png'):
+    assert (tmp_path / 'out' / png).stat().st_size > 10_000
+
+
+@pytest.mark.filterwarnings('ignore:Mean of empty slice')  # No flipped labels: uniform.
+def test_bad_students_analysis_gives_the_previous_table_and_numbers(tmp_path, capsys):
+  synthetic_runs.bad_students_grid(str(tmp_path / 'w'))
+  args = argparse.Namespace(workdir=str(tmp_path / 'w'), out=str(tmp_path / 'out'),
+                            seeds=[0, 1], noise=[0.0, 0.3],
+                            policies=list(synthetic_runs.BAD_STUDENTS_POLICIES), steps=400,
+                            eval_every=100)
+  summary = bad_students.analyze(args)
+  assert capsys.readouterr().out == _expected('bad_students_table.md')
+  assert summary['clean']['target_accuracy'] == pytest.approx(0.84045, abs=1e-15)
+  learn = summary['clean']['policies']['learnability']
+  assert learn['final_accuracy_std'] == pytest.approx(0.00285, abs=1e-15)  # ddof=0.
+  assert learn['final_accuracy_per_seed'] == {'0': 0.8707, '1': 0.865}
+  assert (learn['steps_to_target'], learn['steps_to_target_ratio']) == (300, 0.75)
+  assert learn['flops_to_target_ratio_by_level'] == {
+      'all': pytest.approx(1.425), 'pretrained_reference': pytest.approx(1.125),
+      'cached_reference_scores': pytest.approx(0.9), 'learner_only': pytest.approx(0.75)}
+  noisy = summary['noise0.3']['policies']
+  assert noisy['rho']['num_seeds'] == 1  # Seed 1 stopped at step 300.
+  assert noisy['rho']['mean_fraction_flipped_selected'] == pytest.approx(0.095775, abs=1e-15)
+  assert math.isnan(noisy['uniform']['mean_fraction_flipped_selected'])
+  saved = json.loads((tmp_path / 'out' / 'summary.json').read_text())
+  assert saved['steps'] == 400 and saved['flops_to_target_ratio_level'] == 'pretrained_reference'
+  curves = json.loads((tmp_path / 'out' / 'curves.json').read_text())
+  assert curves['noise0.3']['rho']['acc'] == [0.8027, 0.8399, 0.8621, 0.878]
+  for png in ('accuracy.png', 'amortisation.png'):
+    assert (tmp_path / 'out' / png).stat().st_size > 10_000
+
+
+def test_rela_analysis_gives_the_previous_table_and_numbers(tmp_path, capsys):
+  synthetic_runs.rela_grid(str(tmp_path / 'w'))
+  args = argparse.Namespace(workdir=str(tmp_path / 'w'), out=str(tmp_path / 'out'),
+                            seeds=[0, 1], objectives=['byol', 'supervised'],
+                            priors=['none', 'holdout'], budgets=[0.1, 1.0], epochs=6.0,
+                            batch=128)
+  summary = rela.analyze(args)
+  assert (tmp_path / 'out' / 'table.md').read_text() == _expected('rela_table.md')
+  assert capsys.readouterr().out == _expected('rela_table.md')
+  holdout = summary['byol']['holdout']['0.1']
+  assert holdout == {'mean': pytest.approx(0.7311, abs=1e-15),
+                     'std': pytest.approx(0.0074, abs=1e-15),
+                     'per_seed': {'0': 0.7385, '1': 0.7237}, 'switch_step': {'0': 40, '1': 50},
+                     'steps': 234, 'flops_total': 1.5e11, 'flops_total_free_prior': 7.5e10,
+                     'num_seeds': 2}
+  assert summary['supervised']['holdout']['0.1']['num_seeds'] == 1
+  assert (tmp_path / 'out' / 'accuracy.png').stat().st_size > 10_000

@@ -9,6 +9,8 @@ import textwrap
 import pytest
 
 from experiments import sweep
+from experiments.bad_students import reproduce_policy_comparison as bad_students
+from experiments.rela import reproduce_table1 as rela
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -190,3 +192,56 @@ def test_timed_intervals_and_their_wall_time(tmp_path):
   assert got['total'] == pytest.approx(21.0)  # The union: [0, 20] and [30, 31].
   assert got['parts'] == {'a': 11.0, 'b': 15.0, 'c': pytest.approx(0.2)}
 
+
+# ----- The reproducers on the sweep -----
+
+@pytest.fixture
+def fake_train_once(monkeypatch):
+  """big_vision_style.train.train_once recording (workdir, config) instead of training."""
+  from big_vision_style import train  # pylint: disable=g-import-not-at-top
+  trained = []
+
+  def train_once(config, workdir):
+    trained.append((workdir, config))
+    return {'step': 1, 'eval/test/accuracy': 0.5, 'eval/probe/accuracy': 0.5}
+
+  monkeypatch.setattr(train, 'train_once', train_once)
+  return trained
+
+
+def test_bad_students_sweep_trains_the_reference_then_every_run_seeds_outermost(
+    tmp_path, fake_train_once):
+  # As big_vision_style/tools/demo.py calls it: a namespace without the sweep's options.
+  args = argparse.Namespace(workdir=str(tmp_path), seeds=[0, 1], noise=[0.0, 0.3],
+                            policies=['uniform', 'rho'], steps=300, eval_every=50)
+  bad_students.run_all(args)
+  workdirs = [os.path.relpath(w, tmp_path) for w, _ in fake_train_once]
+  assert workdirs == ['reference_holdout'] + [
+      f'noise{n}/{p}_s{s}' for s in (0, 1) for n in ('0', '0.3') for p in ('uniform', 'rho')]
+  config = fake_train_once[-1][1]
+  assert (config.seed, config.total_steps, config.evals.test.log_steps) == (1, 300, 50)
+  assert config.selection.policy == 'rho' and config.data.label_noise == 0.3
+  assert config.selection.reference_workdir == str(tmp_path / 'reference_holdout')
+  # A --parallel worker gets every option but where the results go.
+  parsed = bad_students.parse_args(['--workdir', 'w', '--noise', '0.3', '--policies',
+                                    'uniform,rho', '--out', 'o'])
+  worker = sweep.worker_command(bad_students.MODULE, bad_students.build_parser(), parsed, 'q',
+                                exclude=('out',))
+  assert vars(bad_students.parse_args(worker[3:])) == {
+      **vars(parsed), 'out': 'results/bad_students', 'queue': 'q', 'runs_only': True}
+
+
+def test_rela_sweep_trains_every_run_longest_budget_first_in_a_queue(tmp_path, monkeypatch,
+                                                                      fake_train_once):
+  monkeypatch.setattr(rela, 'prepare_priors', lambda args: pytest.fail('a worker prepares'))
+  queue = tmp_path / 'queue'
+  queue.mkdir()
+  args = rela.parse_args(['--workdir', str(tmp_path), '--seeds', '0', '--priors',
+                          'none,holdout', '--budgets', '0.1,1.0', '--objectives', 'byol',
+                          '--queue', str(queue)])
+  rela.run_all(args)
+  assert [os.path.relpath(w, tmp_path) for w, _ in fake_train_once] == [
+      'byol/none/r1_s0', 'byol/none/r0.1_s0', 'byol/holdout/r0.1_s0']
+  assert fake_train_once[-1][1].rela.targets.startswith(str(tmp_path))
+  assert sorted(os.listdir(queue)) == ['byol_holdout_r0.1_s0', 'byol_none_r0.1_s0',
+                                       'byol_none_r1_s0']

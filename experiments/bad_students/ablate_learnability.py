@@ -21,8 +21,9 @@ import os
 
 import numpy as np
 
-from big_vision_style import metrics_writer
 from big_vision_style import train
+from experiments import analysis
+from experiments import sweep
 from experiments.bad_students import actor_size_sweep
 from experiments.bad_students import common
 from experiments.bad_students import policy_comparison
@@ -30,6 +31,8 @@ from experiments.bad_students import reference
 from experiments.bad_students import reproduce_policy_comparison as main_sweep
 
 HEADLINE = main_sweep.LEVELS[main_sweep.HEADLINE_LEVEL]
+ACC = main_sweep.ACC
+TOL = main_sweep.REACH_TOL
 # Reference workdirs (under --workdir) and how to train each.
 REFERENCES = {
     'reference_holdout': ('ViT-mu/7 (the default reference), 10 epochs of the 10k holdout',
@@ -57,23 +60,17 @@ def _strong_reference_config():
   return config
 
 
-def _finished_curve(path, steps):
-  if not os.path.exists(os.path.join(path, 'metrics.jsonl')):
-    return None
-  rows = [r for r in metrics_writer.read_metrics(path) if main_sweep.ACC in r]
-  return rows if rows and rows[-1]['step'] == steps else None
-
-
 def uniform_target(workdir, main_results, noise, steps):
   """(target accuracy, uniform's step and FLOPs at first reaching it, where it came from)."""
-  runs = [c for s in range(3) if (c := _finished_curve(
-      main_sweep.run_dir(workdir, noise, 'uniform', s), steps))]
+  runs = [analysis.columns(rows, {'step': 'step', 'acc': ACC, 'flops': HEADLINE})
+          for s in range(3)
+          if (rows := main_sweep.finished_rows(main_sweep.run_dir(workdir, noise, 'uniform', s),
+                                               steps))]
   if runs:
-    accs = np.mean([[r[main_sweep.ACC] for r in c] for c in runs], axis=0)
-    target = float(np.mean([c[-1][main_sweep.ACC] for c in runs]))
-    reach = int(np.argmax(accs >= target - 1e-12))
-    return (target, runs[0][reach]['step'], float(np.mean([c[reach][HEADLINE] for c in runs])),
-            workdir)
+    mean = analysis.mean_curve(runs, {'acc': 'acc', 'flops': 'flops'})
+    target = float(np.mean([c['acc'][-1] for c in runs]))
+    reach = analysis.first_reach(mean['acc'], target, tol=TOL)
+    return target, mean['step'][reach], float(mean['flops'][reach]), workdir
   path = os.path.join(main_results, 'curves.json')
   variant = 'clean' if noise == 0 else f'noise{noise:g}'
   if not os.path.exists(path):
@@ -84,7 +81,7 @@ def uniform_target(workdir, main_results, noise, steps):
   if u['steps'][-1] != steps:
     raise ValueError(f'{path} holds uniform runs of {u["steps"][-1]} steps, not --steps={steps}.')
   target = float(np.mean(u['finals']))
-  reach = int(np.argmax(np.asarray(u['acc']) >= target - 1e-12))
+  reach = analysis.first_reach(u['acc'], target, tol=TOL)
   return target, u['steps'][reach], u['flops'][main_sweep.HEADLINE_LEVEL][reach], path
 
 
@@ -109,10 +106,9 @@ def main():
   for name in sorted({VARIANTS[v][1] for v in variants}):
     description, make_config = REFERENCES[name]
     path = os.path.join(args.workdir, name)
-    train.train(make_config(), path)  # Returns at once when already finished.
-    evaluated = [r for r in metrics_writer.read_metrics(path) if main_sweep.ACC in r]
+    sweep.train_once(make_config(), path)  # Returns at once when already finished.
     references[name] = {'description': description,
-                        'test_accuracy': evaluated[-1][main_sweep.ACC]}
+                        'test_accuracy': analysis.read_rows(path, where=ACC)[-1][ACC]}
     logging.info('Reference %s: test accuracy %s', name, references[name]['test_accuracy'])
 
   results = {}
@@ -135,20 +131,21 @@ def main():
         config.evals.test.log_steps = 50
         if ref_name == 'reference_B_30ep':  # The model must match the checkpoint.
           config.reference_model = dict(common.LOCAL_ACTORS['B'], pool_type='gap')
-      train.train(config, path)
-      rows = _finished_curve(path, args.steps)
+      sweep.train_once(config, path)
+      rows = main_sweep.finished_rows(path, args.steps)
       if rows is None:
         raise RuntimeError(f'{path} did not finish {args.steps} steps.')
-      reach = next((r for r in rows if r[main_sweep.ACC] >= target - 1e-12), None)
+      i = analysis.first_reach([r[ACC] for r in rows], target, tol=TOL)
+      step, flops = (None, None) if i is None else (rows[i]['step'], rows[i][HEADLINE])
       results[data]['variants'][name] = {
           'description': description,
           'reference': ref_name,
-          'final_accuracy': rows[-1][main_sweep.ACC],
-          'steps_to_target': reach['step'] if reach else None,
-          'steps_to_target_ratio': reach['step'] / u_step if reach else None,
-          'flops_to_target_ratio': reach[HEADLINE] / u_flops if reach else None,
-          'flipped_selected': float(np.mean([r['selection/flipped_selected'] for r in rows
-                                             if 'selection/flipped_selected' in r]))
+          'final_accuracy': rows[-1][ACC],
+          'steps_to_target': step,
+          'steps_to_target_ratio': analysis.ratio(step, u_step),
+          'flops_to_target_ratio': analysis.ratio(flops, u_flops),
+          'flipped_selected': float(np.mean([r[main_sweep.FLIPPED] for r in rows
+                                             if main_sweep.FLIPPED in r]))
                               if noise else None,
           'score_selected_minus_unselected': float(np.mean(
               [r['selection/score_selected'] - r['selection/score_unselected'] for r in rows
@@ -168,21 +165,23 @@ def main():
 
 
 def _table(references, results) -> str:
-  fmt = lambda x: '-' if x is None else f'{x:.2f}'
-  lines = ['| reference | what | test accuracy |', '|---|---|---|']
-  for name, r in references.items():
-    lines.append(f'| {name} | {r["description"]} | {100 * r["test_accuracy"]:.2f} |')
-  lines += ['', '| data | variant | final accuracy | steps to target ratio | '
-            'FLOPs to target ratio | score gap (selected - unselected) | '
-            'flipped among selected |', '|---|---|---|---|---|---|---|']
+  fmt = analysis.fmt
+  lines = analysis.markdown_table(
+      ['reference', 'what', 'test accuracy'],
+      [[name, r['description'], f'{100 * r["test_accuracy"]:.2f}']
+       for name, r in references.items()], 'lll')
+  rows = []
   for data, r in results.items():
-    lines.append(f'| {data} | uniform (target, 3 seeds) | {100 * r["target_accuracy"]:.2f} | '
-                 f'1.00 | 1.00 | - | - |')
+    rows.append([data, 'uniform (target, 3 seeds)', f'{100 * r["target_accuracy"]:.2f}', '1.00',
+                 '1.00', '-', '-'])
     for name, v in r['variants'].items():
       flipped = '-' if v['flipped_selected'] is None else f'{100 * v["flipped_selected"]:.1f}%'
-      lines.append(f'| {data} | {name}: {v["description"]} | {100 * v["final_accuracy"]:.2f} | '
-                   f'{fmt(v["steps_to_target_ratio"])} | {fmt(v["flops_to_target_ratio"])} | '
-                   f'{v["score_selected_minus_unselected"]:.3f} | {flipped} |')
+      rows.append([data, f'{name}: {v["description"]}', f'{100 * v["final_accuracy"]:.2f}',
+                   fmt(v['steps_to_target_ratio']), fmt(v['flops_to_target_ratio']),
+                   f'{v["score_selected_minus_unselected"]:.3f}', flipped])
+  lines += [''] + analysis.markdown_table(
+      ['data', 'variant', 'final accuracy', 'steps to target ratio', 'FLOPs to target ratio',
+       'score gap (selected - unselected)', 'flipped among selected'], rows, 'lllllll')
   return '\n'.join(lines)
 
 

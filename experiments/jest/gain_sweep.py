@@ -39,8 +39,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
+from experiments import analysis
+from experiments import sweep
+from experiments.jest import grid
 from experiments.jest import reference_strength
 
 
@@ -56,13 +58,11 @@ def main():
   args = parser.parse_args()
   seeds = [int(s) for s in args.seeds.split(',')]
   out = {'note': "'main' is the main sweep's gain of 1.",
-         'command': 'python -m experiments.jest.gain_sweep ' + ' '.join(
-             f'--{k} {v}' for k, v in vars(args).items())}
+         'command': analysis.command('experiments.jest.gain_sweep', args)}
   for run in args.runs.split(','):
     workdirs = {f'gain_{g}': args.gain_workdir.format(gain=g) for g in args.gains.split(',')}
     variants = {name: w for name, w in workdirs.items()
-                if all(os.path.exists(os.path.join(w, 'runs', f'{run}_s{s}', 'final.json'))
-                       for s in seeds)}
+                if all(sweep.is_finished(grid.run_dir(w, run, s)) for s in seeds)}
     out[run] = reference_strength.compare(args.main, variants, run, seeds)
     print(run, json.dumps({k: out[run][k] for k in (
         'mean_final', 'mean_retrieval', 'mean_corrupted_selected', 'reached')}, indent=1))

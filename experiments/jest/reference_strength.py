@@ -19,7 +19,10 @@ import os
 
 import numpy as np
 
-from experiments.jest import reproduce
+from experiments import analysis
+from experiments import sweep
+from experiments.jest import fig3_filter_ratio as fig3
+from experiments.jest import grid
 
 
 def compare(main: str, variants: dict[str, str], run: str, seeds) -> dict:
@@ -28,21 +31,19 @@ def compare(main: str, variants: dict[str, str], run: str, seeds) -> dict:
   workdirs = {'main': main, **variants}
   rows = []
   for seed in seeds:
-    target = reproduce.curve(os.path.join(main, 'runs', f'uniform_3x_s{seed}'))
+    target = fig3.curve(grid.run_dir(main, 'uniform_3x', seed))
     goal_zeroshot = target['zeroshot'][-1]
     row = {'seed': seed, 'uniform_3x_final': goal_zeroshot}
     for name, workdir in workdirs.items():
-      full = reproduce.run_row(reproduce.curve(os.path.join(workdir, 'runs', f'{run}_s{seed}')),
-                               {'': target})
+      full = fig3.run_row(fig3.curve(grid.run_dir(workdir, run, seed)), {'': target})
       # The goal's definition: fractions of the i.i.d. run's whole length and FLOPs.
       row[name] = {key: full[key] for key in ('final', 'retrieval', 'corrupted_selected',
                                                'iterations_fraction', 'flops_fraction')}
     rows.append(row)
   references = {}
   for name, workdir in workdirs.items():
-    with open(os.path.join(workdir, 'reference_curated', 'final.json')) as f:
-      final = json.load(f)
-    references[name] = {'zeroshot': final[reproduce.METRIC], 'steps': final['step'],
+    final = sweep.final_row(os.path.join(workdir, 'reference_curated'))
+    references[name] = {'zeroshot': final[grid.METRIC], 'steps': final['step'],
                         'train_flops': final['flops/total']}
   mean = lambda key: {n: float(np.mean([r[n][key] for r in rows])) for n in workdirs}
   return {'run': run, 'references': references, 'per_seed': rows,
@@ -62,8 +63,7 @@ def main():
   args = parser.parse_args()
   out = compare(args.main, {'strong': args.strong}, args.run,
                 [int(s) for s in args.seeds.split(',')])
-  out['command'] = 'python -m experiments.jest.reference_strength ' + ' '.join(
-      f'--{k} {v}' for k, v in vars(args).items())
+  out['command'] = analysis.command('experiments.jest.reference_strength', args)
   with open(args.out, 'w') as f:
     json.dump(out, f, indent=1)
   print(json.dumps(out, indent=1))

@@ -35,15 +35,15 @@ import argparse
 import json
 import os
 
-import matplotlib
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
-import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np
 
-from experiments.jest import common  # pylint: disable=g-import-not-at-top,wrong-import-position
-from experiments.jest import reproduce  # pylint: disable=g-import-not-at-top,wrong-import-position
+from experiments import analysis
+from experiments.jest import common
+from experiments.jest import fig3_filter_ratio as fig3
+from experiments.jest import grid
+from experiments.jest import reproduce
 
-fmt_stat = reproduce.fmt_stat
+fmt_stat = analysis.fmt_stat
 
 FILTER_RATIOS = (0.5, 0.8, 0.9)
 # Figure panel -> (run name, workdir: 'main' or 'variants') per line or bar.
@@ -71,11 +71,11 @@ def per_seed(workdirs: dict, run: str, where: str, seeds, targets: dict) -> list
   """`run`'s final values per seed, and the fraction of each target run's iterations and FLOPs
   it needed to reach that run's final zero-shot (None: never)."""
   def curve(name, workdir_key, seed):
-    return reproduce.curve(os.path.join(workdirs[workdir_key], 'runs', f'{name}_s{seed}'))
+    return fig3.curve(grid.run_dir(workdirs[workdir_key], name, seed))
 
   rows = []
   for seed in seeds:
-    full = reproduce.run_row(curve(run, where, seed), {
+    full = fig3.run_row(curve(run, where, seed), {
         f'_{name}': curve(*target, seed) for name, target in targets.items()})
     rows.append({'seed': seed,
                  **{k: full[k] for k in ('final', 'retrieval', 'corrupted_selected')},
@@ -85,8 +85,8 @@ def per_seed(workdirs: dict, run: str, where: str, seeds, targets: dict) -> list
 
 
 def summarise(rows: list[dict]) -> dict:
-  return {'per_seed': rows, **{key: reproduce.seed_stat(rows, key) for key in rows[0]
-                               if key not in ('seed', 'loss_curve')}}
+  return {'per_seed': rows, **fig3.seed_stats(rows, [key for key in rows[0]
+                                                     if key not in ('seed', 'loss_curve')])}
 
 
 def analyze(workdirs: dict, seeds) -> dict:
@@ -111,9 +111,7 @@ def analyze(workdirs: dict, seeds) -> dict:
 def loss_spikes(workdir, warmup: int) -> dict:
   """Training loss spikes of a run that logged every step: each step's loss against the
   median of the previous SPIKE_WINDOW steps' (a selected batch's loss is noisy), after warm-up."""
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    rows = sorted({r['step']: r for r in map(json.loads, f) if 'train/loss' in r}.values(),
-                  key=lambda r: r['step'])
+  rows = analysis.read_rows(workdir, where='train/loss')
   steps = np.array([r['step'] for r in rows])
   if not np.all(np.diff(steps) == 1):
     raise ValueError(f'{workdir} did not log every step (log_every=1).')
@@ -130,12 +128,11 @@ def beta2(workdirs: dict, seeds) -> dict:
   out = {}
   for b2 in BETA2:
     run = f'learnability_joint_f0.8_b2_{b2}'
-    config = reproduce.run_config(reproduce.parse_args([]), run, seeds[0])
+    config = grid.run_config(reproduce.parse_args([]), run, seeds[0])
     warmup = int(config.optax.warmup_frac * config.total_steps)
     rows = per_seed(workdirs, run, 'variants', seeds, {'uniform_3x': ('uniform_3x', 'main')})
     for row in rows:
-      spikes = loss_spikes(os.path.join(workdirs['variants'], 'runs', f'{run}_s{row["seed"]}'),
-                           warmup)
+      spikes = loss_spikes(grid.run_dir(workdirs['variants'], run, row['seed']), warmup)
       row.update({k: v for k, v in spikes.items() if k not in ('loss', 'steps')})
       row['loss_curve'] = spikes['loss']
     out[str(b2)] = summarise(rows)
@@ -143,61 +140,55 @@ def beta2(workdirs: dict, seeds) -> dict:
 
 
 def write_table(summary: dict, path: str):
+  to_3x = "to `uniform_3x`'s final zero-shot: iterations / FLOPs, of run"
+
+  def reach(s, base):
+    return (f'{fmt_stat(s[f"iterations_fraction_{base}"])} / '
+            f'{fmt_stat(s[f"flops_fraction_{base}"])}')
+
   lines = ['## Hard-learner vs reference-based scoring, joint, vs filter ratio (mean ± std '
-           f'over seeds {summary["seeds"]})', '',
-           '| scoring | f | zero-shot (%) | retrieval R@1 (%) | corrupted pairs selected (%) | '
-           "to `uniform_3x`'s final zero-shot: iterations / FLOPs, of run |",
-           '|---|---:|---:|---:|---:|---:|']
-  for policy, by_f in summary['hard_learner'].items():
-    for f, s in by_f.items():
-      lines.append(f'| {policy} | {f} | {fmt_stat(s["final"], 100)} | '
-                   f'{fmt_stat(s["retrieval"], 100)} | '
-                   f'{fmt_stat(s["corrupted_selected"], 100, 1)} | '
-                   f'{fmt_stat(s["iterations_fraction_uniform_3x"])} / '
-                   f'{fmt_stat(s["flops_fraction_uniform_3x"])} |')
+           f'over seeds {summary["seeds"]})', '']
+  lines += analysis.markdown_table(
+      ['scoring', 'f', 'zero-shot (%)', 'retrieval R@1 (%)', 'corrupted pairs selected (%)',
+       to_3x],
+      [[policy, f, fmt_stat(s['final'], 100), fmt_stat(s['retrieval'], 100),
+        fmt_stat(s['corrupted_selected'], 100, 1), reach(s, 'uniform_3x')]
+       for policy, by_f in summary['hard_learner'].items() for f, s in by_f.items()], 'lrrrrr')
   u3 = summary['uniform_3x']
   lines += ['', '`uniform_3x` (i.i.d., 2,400 iterations): zero-shot '
             f'{fmt_stat(u3["final"], 100)}%.',
-            '', '## Softmax (CLIP) vs sigmoid (SigLIP) loss, learnability at f = 0.8', '',
-            '| selection | loss | zero-shot (%) | retrieval R@1 (%) | corrupted pairs selected (%) '
-            "| to the same loss's 800-iteration i.i.d. final zero-shot: iterations / FLOPs, "
-            'of run |',
-            '|---|---|---:|---:|---:|---:|']
-  for group, by_loss in summary['softmax'].items():
-    for loss, s in by_loss.items():
-      corrupted = (fmt_stat(s['corrupted_selected'], 100, 1) if s['corrupted_selected']['n']
-                   else '-')
-      lines.append(f'| {group} | {loss} | {fmt_stat(s["final"], 100)} | '
-                   f'{fmt_stat(s["retrieval"], 100)} | {corrupted} | '
-                   f'{fmt_stat(s["iterations_fraction_uniform"])} / '
-                   f'{fmt_stat(s["flops_fraction_uniform"])} |')
+            '', '## Softmax (CLIP) vs sigmoid (SigLIP) loss, learnability at f = 0.8', '']
+  lines += analysis.markdown_table(
+      ['selection', 'loss', 'zero-shot (%)', 'retrieval R@1 (%)',
+       'corrupted pairs selected (%)', "to the same loss's 800-iteration i.i.d. final "
+       'zero-shot: iterations / FLOPs, of run'],
+      [[group, loss, fmt_stat(s['final'], 100), fmt_stat(s['retrieval'], 100),
+        fmt_stat(s['corrupted_selected'], 100, 1) if s['corrupted_selected']['n'] else '-',
+        reach(s, 'uniform')]
+       for group, by_loss in summary['softmax'].items() for loss, s in by_loss.items()],
+      'llrrrr')
   lines += ['', "## Adam's beta2 at f = 0.8 (learnability, joint; every step's training loss "
-            f'against the median of the previous {SPIKE_WINDOW}, after warm-up)', '',
-            '| beta2 | zero-shot (%) | largest rise of the loss (%) | steps rising > 25% | '
-            "largest grad norm | to `uniform_3x`'s final zero-shot: iterations / FLOPs, of run |",
-            '|---:|---:|---:|---:|---:|---:|']
-  for b2, s in summary['beta2'].items():
-    lines.append(f'| {b2} | {fmt_stat(s["final"], 100)} | {fmt_stat(s["max_rise"], 100, 1)} | '
-                 f'{fmt_stat(s["steps_rising_over_25pct"], 1, 1)} | '
-                 f'{fmt_stat(s["max_grad_norm"])} | '
-                 f'{fmt_stat(s["iterations_fraction_uniform_3x"])} / '
-                 f'{fmt_stat(s["flops_fraction_uniform_3x"])} |')
-  with open(path, 'w') as f:
-    f.write('\n'.join(lines) + '\n')
+            f'against the median of the previous {SPIKE_WINDOW}, after warm-up)', '']
+  lines += analysis.markdown_table(
+      ['beta2', 'zero-shot (%)', 'largest rise of the loss (%)', 'steps rising > 25%',
+       'largest grad norm', to_3x],
+      [[b2, fmt_stat(s['final'], 100), fmt_stat(s['max_rise'], 100, 1),
+        fmt_stat(s['steps_rising_over_25pct'], 1, 1), fmt_stat(s['max_grad_norm']),
+        reach(s, 'uniform_3x')] for b2, s in summary['beta2'].items()], 'rrrrrr')
+  analysis.write_text(path, lines)
 
 
 def plot(summary: dict, path: str):
+  plt = analysis.pyplot()
   fig, axes = plt.subplots(1, 4, figsize=(20, 4.2))
   colours = {'hard_learner': 'tab:red', 'easy_reference': 'tab:green',
              'learnability': 'tab:blue'}
   for key, ax, label in (('final', axes[0], 'zero-shot accuracy (%)'),
                          ('corrupted_selected', axes[1], 'corrupted pairs selected (%)')):
     for policy, by_f in summary['hard_learner'].items():
-      fs = [float(f) for f in by_f]
-      means = [100 * s[key]['mean'] for s in by_f.values()]
-      stds = [100 * s[key]['std'] for s in by_f.values()]
-      ax.errorbar(fs, means, yerr=stds, marker='o', capsize=3, color=colours[policy],
-                  label=f'{policy}, joint')
+      analysis.errorbar(ax, [float(f) for f in by_f], [s[key] for s in by_f.values()],
+                        scale=100, marker='o', capsize=3, color=colours[policy],
+                        label=f'{policy}, joint')
     if key == 'final':
       u3 = summary['uniform_3x']['final']
       ax.axhline(100 * u3['mean'], color='k', ls='--', label='uniform_3x (2,400 it.)')
@@ -238,8 +229,7 @@ def plot(summary: dict, path: str):
   ax.legend(fontsize=8)
   fig.suptitle(f'JEST variants, captioned Fashion-MNIST (mean ± std over seeds '
                f'{summary["seeds"]})')
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  analysis.save_figure(fig, path, dpi=110)
 
 
 def main():
@@ -251,8 +241,7 @@ def main():
   args = parser.parse_args()
   seeds = [int(s) for s in args.seeds.split(',')]
   summary = analyze({'main': args.main, 'variants': args.variants}, seeds)
-  summary['command'] = 'python -m experiments.jest.variants ' + ' '.join(
-      f'--{k} {v}' for k, v in vars(args).items())
+  summary['command'] = analysis.command('experiments.jest.variants', args)
   os.makedirs(args.out, exist_ok=True)
   with open(os.path.join(args.out, 'summary.json'), 'w') as f:
     json.dump(summary, f, indent=1)

@@ -16,7 +16,8 @@ only in their data. Then writes to --out:
                 flops (mean total, and with a free prior)}, budgets as '0.1', '0.2', '0.5', '1.0';
   table.md      the same as a markdown table;
   accuracy.png  accuracy vs budget, one curve per prior, one panel per objective.
-`--analyze_only` redoes the analysis from existing workdirs.
+`--analyze_only` redoes the analysis from existing workdirs; `--parallel 2` trains the runs with
+two single-core workers sharing one queue, longest budget first (experiments/sweep.py).
 
 On 2 CPU cores the whole grid takes about an hour (see results/rela/README.md for timings).
 """
@@ -28,23 +29,22 @@ import logging
 import os
 import time
 
-import matplotlib
+import jax
+import numpy as np
 
-matplotlib.use('Agg')
-import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
-import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+from big_vision_style import rela_targets
+from big_vision_style import score_cache
+from experiments import analysis
+from experiments import sweep
+from experiments.rela import common
+from experiments.rela import prior as prior_config
+from experiments.rela import table1
 
-from big_vision_style import rela_targets  # pylint: disable=g-import-not-at-top,wrong-import-position
-from big_vision_style import score_cache  # pylint: disable=g-import-not-at-top,wrong-import-position
-from big_vision_style import train  # pylint: disable=g-import-not-at-top,wrong-import-position
-from experiments.rela import common  # pylint: disable=g-import-not-at-top,wrong-import-position
-from experiments.rela import prior as prior_config  # pylint: disable=g-import-not-at-top,wrong-import-position
-from experiments.rela import table1  # pylint: disable=g-import-not-at-top,wrong-import-position
-
+MODULE = 'experiments.rela.reproduce_table1'
 OBJECTIVES = ('byol', 'supervised')
 METRIC = {'byol': 'eval/probe/accuracy', 'supervised': 'eval/test/accuracy'}
 METRIC_NAME = {'byol': 'linear-probe accuracy', 'supervised': 'test accuracy'}
+DDOF = 0  # The committed table's std over seeds (analysis: a follow-up switches to 1).
 
 
 def run_dir(workdir, objective, prior, budget, seed):
@@ -65,8 +65,8 @@ def prepare_priors(args):
   for name in common.TRAINED_PRIORS:
     if name in args.priors:
       t = time.time()
-      final = train.train_once(prior_config.get_config(f'prior={name}'),
-                         common.prior_workdir(args.workdir, name))
+      final = sweep.train_once(prior_config.get_config(f'prior={name}'),
+                               common.prior_workdir(args.workdir, name))
       logging.info('Prior %s: test accuracy %.4f (%.0fs).', name,
                    final.get('eval/test/accuracy', float('nan')), time.time() - t)
   for name in args.priors:
@@ -87,35 +87,47 @@ def _arg(args, objective, prior, budget, seed):
           f'batch={args.batch},root={args.workdir}')
 
 
+def student_runs(args) -> list[sweep.Run]:
+  """Seeds outermost: an interrupted sequential sweep still has whole seeds. A run's cost is
+  its budget (every budget trains the same epochs of r of the data)."""
+  return [sweep.Run(f'{objective}_{prior}_r{budget:g}_s{seed}',
+                    run_dir(args.workdir, objective, prior, budget, seed),
+                    lambda o=objective, p=prior, b=budget, s=seed: table1.get_config(
+                        _arg(args, o, p, b, s)), cost=budget)
+          for seed in args.seeds for objective, prior, budget in grid(args)]
+
+
 def run_all(args):
+  # The runs of one seed and budget compile the same programs: compile each once.
+  jax.config.update('jax_compilation_cache_dir', os.path.join(args.workdir, 'jax_cache'))
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
   t0 = time.time()
-  prepare_priors(args)
-  logging.info('Priors and targets ready (%.0fs).', time.time() - t0)
-  for seed in args.seeds:  # Seeds outermost: an interrupted sweep still has whole seeds.
-    for objective, prior, budget in grid(args):
-      t = time.time()
-      final = train.train_once(table1.get_config(_arg(args, objective, prior, budget, seed)),
-                         run_dir(args.workdir, objective, prior, budget, seed))
-      logging.info('%s prior=%s r=%g seed=%d: %s %.4f, switch step %s (%.0fs, total %.0fs)',
-                   objective, prior, budget, seed, METRIC_NAME[objective],
-                   final.get(METRIC[objective], float('nan')), final.get('rela/switch_step'),
-                   time.time() - t, time.time() - t0)
+  if not args.queue:  # Workers start after the parent prepared the priors and targets.
+    prepare_priors(args)
+    logging.info('Priors and targets ready (%.0fs).', time.time() - t0)
+
+  def report(run, final, seconds):
+    objective = run.name.split('_')[0]
+    logging.info('%s: %s %.4f, switch step %s (%.0fs, total %.0fs)', run.name,
+                 METRIC_NAME[objective], final.get(METRIC[objective], float('nan')),
+                 final.get('rela/switch_step'), seconds, time.time() - t0)
+
+  sweep.run_all(student_runs(args), parallel=args.parallel, queue=args.queue,
+                worker=lambda q: sweep.worker_command(MODULE, build_parser(), args, q,
+                                                      exclude=('out',)),
+                queue_root=os.path.join(args.workdir, 'queue'), report=report)
 
 
 def analyze(args) -> dict:
   summary = {}
   for objective, prior, budget in grid(args):
-    finals = {}
-    for seed in args.seeds:
-      marker = os.path.join(run_dir(args.workdir, objective, prior, budget, seed), 'final.json')
-      if os.path.exists(marker):
-        with open(marker) as f:
-          finals[seed] = json.load(f)
+    finals = {seed: final for seed in args.seeds if (final := sweep.final_row(
+        run_dir(args.workdir, objective, prior, budget, seed))) is not None}
     if not finals:
       continue
-    accs = [f[METRIC[objective]] for f in finals.values()]
+    mean, std = analysis.mean_std([f[METRIC[objective]] for f in finals.values()], ddof=DDOF)
     summary.setdefault(objective, {}).setdefault(prior, {})[f'{budget:.1f}'] = {
-        'mean': float(np.mean(accs)), 'std': float(np.std(accs)),
+        'mean': mean, 'std': std,
         'per_seed': {str(s): f[METRIC[objective]] for s, f in finals.items()},
         'switch_step': {str(s): f.get('rela/switch_step') for s, f in finals.items()},
         'steps': int(next(iter(finals.values()))['step']),
@@ -140,10 +152,7 @@ def _table(summary, args) -> str:
   budgets = [f'{b:.1f}' for b in args.budgets]
   lines = []
   for objective, by_prior in summary.items():
-    lines += [f'**{objective}**: {METRIC_NAME[objective]} (%), mean ± std over seeds; '
-              '[ReLA switch step]', '',
-              '| prior | ' + ' | '.join(f'{100 * float(b):.0f}%' for b in budgets) + ' |',
-              '|---|' + '---|' * len(budgets)]
+    rows = []
     for prior in args.priors:
       cells = []
       for b in budgets:
@@ -154,7 +163,11 @@ def _table(summary, args) -> str:
         steps = [s for s in e['switch_step'].values() if s is not None]
         switch = f' [{int(np.mean(steps))}/{e["steps"]}]' if steps else ''
         cells.append(f'{100 * e["mean"]:.2f} ± {100 * e["std"]:.2f}{switch}')
-      lines.append(f'| {prior} | ' + ' | '.join(cells) + ' |')
+      rows.append([prior] + cells)
+    lines += [f'**{objective}**: {METRIC_NAME[objective]} (%), mean ± std over seeds; '
+              '[ReLA switch step]', '']
+    lines += analysis.markdown_table(
+        ['prior'] + [f'{100 * float(b):.0f}%' for b in budgets], rows, 'l' * (1 + len(budgets)))
     lines.append('')
   return '\n'.join(lines)
 
@@ -162,15 +175,14 @@ def _table(summary, args) -> str:
 def _plot(summary, out):
   if not summary:
     return
+  plt = analysis.pyplot()
   fig, axes = plt.subplots(1, len(summary), figsize=(6 * len(summary), 4.5), squeeze=False)
   for ax, (objective, by_prior) in zip(axes[0], summary.items()):
     for prior, by_budget in by_prior.items():
       budgets = sorted(by_budget, key=float)
-      x = [100 * float(b) for b in budgets]
-      y = [100 * by_budget[b]['mean'] for b in budgets]
-      err = [100 * by_budget[b]['std'] for b in budgets]
-      ax.errorbar(x, y, yerr=err, marker='o', ms=4, capsize=3,
-                  label='no ReLA' if prior == 'none' else f'ReLA, {prior} prior')
+      analysis.errorbar(ax, [100 * float(b) for b in budgets], [by_budget[b] for b in budgets],
+                        scale=100, marker='o', ms=4, capsize=3,
+                        label='no ReLA' if prior == 'none' else f'ReLA, {prior} prior')
     full = by_prior.get('none', {}).get('1.0')
     if full:
       ax.axhline(100 * full['mean'], color='k', ls=':', lw=1, label='no ReLA, 100% data')
@@ -181,37 +193,33 @@ def _plot(summary, out):
     ax.set_title(f'{objective}, Fashion-MNIST')
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc='lower right')
-  fig.tight_layout()
-  fig.savefig(os.path.join(out, 'accuracy.png'), dpi=110)
-  plt.close(fig)
+  analysis.save_figure(fig, os.path.join(out, 'accuracy.png'), dpi=110)
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--workdir', default='workdirs/rela')
-  parser.add_argument('--out', default='results/rela')
-  parser.add_argument('--seeds', default='0,1,2')
+def build_parser() -> argparse.ArgumentParser:
+  parser = sweep.make_parser(__doc__, workdir='workdirs/rela', out='results/rela')
   parser.add_argument('--objectives', default=','.join(OBJECTIVES))
   parser.add_argument('--priors', default=','.join(common.PRIORS))
   parser.add_argument('--budgets', default=','.join(map(str, common.BUDGETS)))
   parser.add_argument('--epochs', type=float, default=common.ARGS['epochs'])
   parser.add_argument('--batch', type=int, default=common.ARGS['batch'])
-  parser.add_argument('--analyze_only', action='store_true')
-  args = parser.parse_args()
-  args.seeds = [int(s) for s in args.seeds.split(',')]
+  return parser
+
+
+def parse_args(argv=None):
+  parser = build_parser()
+  args = sweep.parse(parser, argv)
   args.objectives = args.objectives.split(',')
   args.priors = args.priors.split(',')
   args.budgets = [float(b) for b in args.budgets.split(',')]
   unknown = set(args.priors) - set(common.PRIORS)
   if unknown or set(args.objectives) - set(OBJECTIVES):
     parser.error(f'unknown prior(s) or objective(s): {sorted(unknown)} {args.objectives}')
-  train.setup_script_logging()
-  if not args.analyze_only:
-    # The runs of one seed and budget compile the same programs: compile each once.
-    jax.config.update('jax_compilation_cache_dir', os.path.join(args.workdir, 'jax_cache'))
-    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
-    run_all(args)
-  analyze(args)
+  return args
+
+
+def main():
+  sweep.drive(parse_args(), run_all, analyze)
 
 
 if __name__ == '__main__':
