@@ -23,8 +23,9 @@ WORKDIR = 'gs://bkt/exp/run1'
 TRAINER_ARGS = ['--config', CONFIG, '--workdir', WORKDIR, '--config.x=1']
 
 pytestmark = pytest.mark.skipif(
-    not sys.platform.startswith('linux') or shutil.which('setsid') is None,
-    reason='the stub workers need Linux (/proc, setsid)')
+    not sys.platform.startswith('linux') or not all(
+        shutil.which(c) for c in ('setsid', 'flock', 'git')),
+    reason='the stub gcloud and its workers need Linux (/proc, setsid, flock) and git')
 
 # Variables of the user's shell that would change what the scripts do.
 _SCRIPT_VARS = ('NAME', 'ZONE', 'PROJECT', 'ACCELERATOR_TYPE', 'RUNTIME_VERSION', 'SPOT', 'QUEUED',
@@ -65,6 +66,8 @@ class Pod:
     proc = subprocess.run([script, *args[1:]], cwd=self.repo, env=dict(self.env, **env),
                           stdin=subprocess.DEVNULL, capture_output=True, text=True,
                           timeout=timeout)
+    self.n_runs = getattr(self, 'n_runs', 0) + 1  # the output, kept for post-mortems
+    (self.repo.parent / f'{self.n_runs:02d}.{args[0]}.out').write_text(proc.stdout + proc.stderr)
     if check and proc.returncode:
       raise AssertionError(f'{args} exited {proc.returncode}\n--- stdout\n{proc.stdout}\n'
                            f'--- stderr\n{proc.stderr}')
@@ -242,7 +245,8 @@ def test_recover_recreates_a_preempted_vm_until_exit_0(pod):
   # die), attempt 1 exits 75 (stopped after saving), attempt 2 finishes.
   log_dir = pod.repo / 'workdirs' / 'logs'
   proc = pod.run('recover.sh', CONFIG, WORKDIR, '--config.x=1', BVS_FAKE_PLAN='preempt,75,0',
-                 SPOT='1', CREATE_FLAGS='--labels=team=bvs', LOG_DIR=str(log_dir))
+                 SPOT='1', CREATE_FLAGS='--labels=team=bvs', LOG_DIR=str(log_dir),
+                 DELETE_WHEN_DONE='1')
   assert 'PREEMPTED' in proc.stderr
   assert 'finished: the trainer exited 0 on all 2 worker(s)' in proc.stderr
 
@@ -250,7 +254,9 @@ def test_recover_recreates_a_preempted_vm_until_exit_0(pod):
   assert len(creates) == 2
   for argv in creates:
     assert '--spot' in argv and '--labels=team=bvs' in argv and '--accelerator-type=v4-16' in argv
-  assert len(pod.verbs('compute', 'tpus', 'tpu-vm', 'delete')) == 1
+  # Deleted once to recreate it, once at the end (DELETE_WHEN_DONE=1).
+  assert len(pod.verbs('compute', 'tpus', 'tpu-vm', 'delete')) == 2
+  assert not (pod.state / 'vms' / 'bvs-test').exists()
 
   # Every start, on both VMs and both workers, went to the same workdir with the same flags.
   starts = pod.events('start')
@@ -309,19 +315,21 @@ def test_recover_attaches_and_respects_a_stop(pod):
   pod.run('create.sh')
   pod.run('setup.sh')
   pod.run('launch.sh', CONFIG, WORKDIR, '--config.x=1', BVS_FAKE_PLAN='wait')
-  watcher = subprocess.Popen([str(pod.repo / 'tpu' / 'recover.sh'), CONFIG, WORKDIR, '--config.x=1'],
-                             cwd=pod.repo, env=dict(pod.env, COLLECT_LOGS='0'),
-                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+  err_path = pod.repo.parent / 'recover.err'
+  with open(err_path, 'w') as err_file:
+    watcher = subprocess.Popen(
+        [str(pod.repo / 'tpu' / 'recover.sh'), CONFIG, WORKDIR, '--config.x=1'], cwd=pod.repo,
+        env=dict(pod.env, COLLECT_LOGS='0'), stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=err_file)
   try:
-    n = len(pod.calls())
-    # Wait until it has probed the workers (attached), then stop the run by hand.
-    pod.wait_for(lambda: sum(a[3:4] == ['ssh'] for _, a in pod.calls()[n:]) >= 1, what='a probe')
+    # Once it has found the trainer running everywhere (attached), stop the run by hand.
+    pod.wait_for(lambda: 'watching it' in err_path.read_text(), what='recover.sh to attach')
     pod.run('launch.sh', '--stop')
-    _, err = watcher.communicate(timeout=30)
+    watcher.wait(timeout=30)
   finally:
     if watcher.poll() is None:
       watcher.kill()
+  err = err_path.read_text()
   assert watcher.returncode == 75, err
   assert 'running on all 2 worker(s): watching it' in err
   assert 'stopped with tpu/launch.sh --stop' in err

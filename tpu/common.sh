@@ -155,14 +155,21 @@ common_header() {
 # is the trainer (its wrapper, which forwards SIGTERM and records the exit code) are touched.
 # Needs $logs, $host and $stop_timeout (common_header).
 IFS= read -r -d '' BVS_STOP_FN <<'EOF' || true
+# is_trainer PID (remote bash): PID's command line is the trainer's (or its wrapper's). Not
+# `tr | grep -q`: under pipefail, grep -q quitting early can fail the pipe (SIGPIPE to tr).
+is_trainer() {
+  local c
+  c=$(tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null) || return 1
+  case "$c" in *big_vision_style.train*) return 0 ;; esac
+  return 1
+}
 stop_trainers() {
   local pidfile pid i
   for pidfile in "$logs"/*.pid; do
     [ -e "$pidfile" ] || continue
     if [ -n "${1:-}" ] && [ "$(basename "$pidfile" .pid)" != "$1" ]; then continue; fi
     pid=$(cat "$pidfile")
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null &&
-      tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'big_vision_style.train'; then
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && is_trainer "$pid"; then
       echo "[$host] stopping trainer pid $pid ($(basename "$pidfile" .pid)): SIGTERM, waiting up to ${stop_timeout}s for its checkpoint"
       kill -TERM "$pid" 2>/dev/null || true
       i=0 # in steps of 0.2 s
@@ -197,22 +204,33 @@ EOF
 # nor an exit code (killed hard, or the VM rebooted); stopped: ended by tpu/launch.sh --stop.
 # Needs $logs, $host, $run, $rel_dest, $rel_venv.
 IFS= read -r -d '' BVS_PROBE_BODY <<'EOF' || true
+# is_trainer PID (remote bash): PID's command line is the trainer's (or its wrapper's). Not
+# `tr | grep -q`: under pipefail, grep -q quitting early can fail the pipe (SIGPIPE to tr).
+is_trainer() {
+  local c
+  c=$(tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null) || return 1
+  case "$c" in *big_vision_style.train*) return 0 ;; esac
+  return 1
+}
 inst=0
 if [ -d "$HOME/$rel_dest" ] && [ -x "$HOME/$rel_venv/bin/python" ]; then inst=1; fi
 state=none
 code=-
+pid=
+if [ -f "$logs/$run.pid" ]; then pid=$(tr -dc '0-9' <"$logs/$run.pid"); fi
+# The exit file is checked again after the pid: the trainer may end between the two looks.
 if [ -f "$logs/$run.exit" ]; then
   state=exited
+elif [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && is_trainer "$pid"; then
+  state=running
+elif [ -f "$logs/$run.exit" ]; then
+  state=exited
+elif [ -n "$pid" ]; then
+  state=lost
+fi
+if [ "$state" = exited ]; then
   code=$(tr -dc '0-9' <"$logs/$run.exit")
   [ -n "$code" ] || code=-
-elif [ -f "$logs/$run.pid" ]; then
-  pid=$(tr -dc '0-9' <"$logs/$run.pid")
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null &&
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'big_vision_style.train'; then
-    state=running
-  else
-    state=lost
-  fi
 fi
 stopped=0
 if [ -e "$logs/$run.stopped" ]; then stopped=1; fi

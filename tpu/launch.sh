@@ -103,7 +103,10 @@ for logfile in "$logs"/*.log; do
   found=1
   pid=
   if [ -f "$logs/$run.pid" ]; then pid=$(cat "$logs/$run.pid"); fi
-  # (launch removes <run>.exit before it starts the trainer, so one there is this trainer's)
+  # (launch removes <run>.exit before it starts the trainer, so one there is this trainer's;
+  # looked at again after the pid, as the trainer may end in between)
+  alive=0
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then alive=1; fi
   if [ -f "$logs/$run.exit" ]; then
     code=$(cat "$logs/$run.exit")
     case "$code" in
@@ -111,7 +114,7 @@ for logfile in "$logs"/*.log; do
       75) state="exited 75 (stopped before the end after saving; rerun the launch line to resume)" ;;
       *) state="exited $code (failed; see the log)" ;;
     esac
-  elif [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+  elif [ "$alive" = 1 ]; then
     state="running (pid $pid)"
   else
     state="not running, no exit code recorded (killed hard?)"

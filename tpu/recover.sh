@@ -35,6 +35,8 @@ Ctrl-C stops watching only; the run goes on (rerun this line to attach again).
   STRAGGLER_SECONDS when some workers' trainers have ended cleanly (0/75) and others still run
                     after this long, stop the rest and relaunch (default 900)
   COLLECT_LOGS=0    do not copy the workers' logs to LOG_DIR at the end
+  DELETE_WHEN_DONE=1  delete the VM (tpu/delete.sh --quiet) once the run has finished (exit 0),
+                    so that it stops billing
   LOG_DIR           where the logs go (default workdirs/tpu_logs/<run>)
   STOP_TIMEOUT, LOG_SYNC_SECONDS, TFDS_DATA_DIR, XLA_FLAGS, LIBTPU_INIT_ARGS, GCLOUD_SSH_FLAGS,
   PYTHON, CONSTRAINTS: passed on to tpu/launch.sh and tpu/setup.sh
@@ -336,6 +338,10 @@ while :; do
     done)
       say "finished: the trainer exited 0 on all ${n_workers} worker(s)"
       collect_logs
+      if [[ "${DELETE_WHEN_DONE:-0}" == 1 ]]; then
+        say "DELETE_WHEN_DONE=1: deleting ${NAME}"
+        "$BVS_TPU_DIR/delete.sh" --quiet || say "could not delete ${NAME}; delete it yourself (it bills until then)"
+      fi
       exit 0
       ;;
     failed)

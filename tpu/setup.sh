@@ -91,8 +91,9 @@ venv=$HOME/$rel_venv
 for pidfile in "$HOME/$rel_logs"/*.pid; do
   [ -e "$pidfile" ] || continue
   pid=$(cat "$pidfile")
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null &&
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'big_vision_style.train'; then
+  # (not `tr | grep -q`, which pipefail can fail when grep quits early)
+  cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && case "$cmdline" in *big_vision_style.train*) true ;; *) false ;; esac; then
     rm -f "$HOME/bvs_src.tar.gz"
     echo "[$host] trainer pid $pid ($(basename "$pidfile" .pid)) is running; stop it first: tpu/launch.sh --stop" >&2
     exit 1
