@@ -11,6 +11,10 @@ import threading
 
 from etils import epath
 import jax
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+import numpy as np
 import orbax.checkpoint as ocp
 
 
@@ -62,18 +66,38 @@ def abstract_like(tree):
 
 
 class StopRequest:
-  """Turns SIGTERM (a preempted Cloud TPU VM) into a flag the train loop polls between steps."""
+  """Turns SIGTERM (a preempted Cloud TPU VM) and SIGINT (Ctrl-C) into a stop the loop polls.
 
-  def __init__(self):
+  One process: a flag, set by either signal. Several processes (jax.distributed): SIGTERM is
+  left to jax's preemption service, which tells every host and agrees on one step to stop at
+  (`Checkpointer.reached_preemption`); a Python SIGTERM handler would replace its handler and
+  it would never fire. SIGINT is forwarded as SIGTERM to this process, so that it stops every
+  host too. A flag set on one host only would make that host stop (and wait in the checkpoint
+  barrier) while the others wait in the next step's collectives.
+  """
+
+  def __init__(self, multihost: bool = False):
     self._event = threading.Event()
     self.signal_name = None
+    self.multihost = multihost
+    self._previous = {}
     if threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._handler)
+      for sig in ((signal.SIGINT,) if multihost else (signal.SIGTERM, signal.SIGINT)):
+        self._previous[sig] = signal.signal(sig, self._handler)
+
+  def close(self):
+    """Gives the signals back to whoever handled them before (a sweep, pytest)."""
+    for sig, previous in self._previous.items():
+      signal.signal(sig, previous)
+    self._previous = {}
 
   def _handler(self, signum, frame):
     del frame
     self.signal_name = signal.Signals(signum).name
-    self._event.set()
+    if self.multihost:
+      os.kill(os.getpid(), signal.SIGTERM)  # jax's preemption service takes it from here.
+    else:
+      self._event.set()
 
   def __bool__(self):
     return self._event.is_set()
@@ -83,10 +107,14 @@ class StopRequest:
     self._event.set()
 
 
-def load_trained_params(workdir: str, role: str = 'learner'):
+def load_trained_params(workdir: str, role: str = 'learner', sharding=None):
   """Parameters of `role` from the last checkpoint of a finished run, and its metadata.
 
-  Used to load frozen reference models (Bad Students) and priors (ReLA) by workdir.
+  Used to load frozen reference models (Bad Students, JEST) and priors (ReLA) by workdir. The
+  parameters are restored replicated onto this run's devices (`sharding`, default: all of
+  them), whatever layout or number of hosts saved them: orbax refuses to restore without a
+  target when the device set differs ("topology mismatch"), so the target is built from the
+  checkpoint's own shapes and dtypes.
   """
   # Orbax wants absolute local paths.
   directory = os.path.join(os.path.abspath(workdir), 'checkpoints') if '://' not in workdir else (
@@ -96,14 +124,21 @@ def load_trained_params(workdir: str, role: str = 'learner'):
         f'No checkpoint under {directory!r}. Train the model first (e.g. `python -m '
         'big_vision_style.train --config experiments/bad_students/reference.py --workdir '
         f'{workdir}`) or fix the path in the config.')
-  manager = ocp.CheckpointManager(directory, item_names=('state', 'data', 'meta'))
+  manager = ocp.CheckpointManager(
+      directory, item_names=('state', 'data', 'meta'),
+      item_handlers={'state': ocp.StandardCheckpointHandler(),
+                     'data': ocp.JsonCheckpointHandler(), 'meta': ocp.JsonCheckpointHandler()})
   step = manager.latest_step()
   if step is None:
     raise FileNotFoundError(f'{directory!r} holds no finished checkpoint.')
+  tree = manager.item_metadata(step)['state']
+  if role not in tree:
+    raise KeyError(f'Checkpoint {directory}/{step} has roles {sorted(tree)}, not {role!r}.')
+  if sharding is None:
+    sharding = NamedSharding(Mesh(np.asarray(jax.devices()), ('data',)), P())
+  abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
+                          tree)
   restored = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+      state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
   manager.close()
-  if role not in restored['state']:
-    raise KeyError(f'Checkpoint {directory}/{step} has roles {sorted(restored["state"])}, '
-                   f'not {role!r}.')
   return restored['state'][role]['params'], restored['meta']

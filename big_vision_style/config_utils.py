@@ -28,3 +28,13 @@ def parse_arg(arg: str | None, *, lazy: bool = False, **spec) -> ml_collections.
   if lazy:
     return out
   return out.lock()
+
+
+def load_config(config_arg: str):
+  """`path.py:arg` -> ConfigDict, as --config does (for tools that run outside absl flags)."""
+  path, _, arg = config_arg.partition(':')
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location('_config', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg or None)

@@ -4,9 +4,9 @@ JEST's batches are unknown in advance, so scalar reference scores cannot be cach
 score depends on the rest of the batch); its *embeddings* can (METHODS.md section 2). Compute
 them once for the training pool, store them with the reference's temperature and bias, and at
 train time rebuild the reference's score blocks from them (`jest.Embeddings`), with no
-reference forward pass. Storage follows score_cache.py (a dense id -> value table, one
-`.npz`, written atomically, clear errors for missing files and ids): each id's value is its
-image embedding followed by its text embedding, [2 d].
+reference forward pass. Storage is an id table (id_table.py: one `.npz`, written atomically,
+with provenance; clear errors for missing files and ids): each id's value is its image
+embedding followed by its text embedding, [2 d].
 
   cache = embedding_cache.compute(model, params, source, pp, mesh, batch_size=1024)
   embedding_cache.save(path, cache)
@@ -25,8 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from big_vision_style import jest
+from big_vision_style import id_table
 from big_vision_style import score_cache
+from big_vision_style.selection import jest
 
 KEY = 'reference_embedding'
 _WHAT = 'reference embedding cache'
@@ -37,7 +38,7 @@ _HOW = ('compute it with embedding_cache.compute and embedding_cache.save for th
 @dataclasses.dataclass(frozen=True)
 class EmbeddingCache:
   ids: np.ndarray  # The ids cached, sorted.
-  table: score_cache.ScoreCache  # id -> [image embedding | text embedding]
+  table: id_table.IdTable  # id -> [image embedding | text embedding]
   temperature: float
   bias: float
 
@@ -65,10 +66,15 @@ def from_arrays(ids, image, text, temperature, bias, meta: dict | None = None) -
                      f'{image.shape} and {text.shape}.')
   meta = {**(meta or {}), 'temperature': float(temperature), 'bias': float(bias),
           'dim': int(image.shape[1])}
-  table = score_cache.ScoreCache(np.asarray(ids), np.concatenate([image, text], axis=1), meta,
+  table = id_table.IdTable(np.asarray(ids), np.concatenate([image, text], axis=1), meta,
                                  what=_WHAT, how=_HOW)
   return EmbeddingCache(np.sort(np.asarray(ids, np.int64)), table, float(temperature),
                         float(bias))
+
+
+def placeholder() -> EmbeddingCache:
+  """An empty cache with neutral temperature and bias, for building a step without data."""
+  return from_arrays(np.zeros([0], np.int64), np.zeros([0, 1]), np.zeros([0, 1]), 1.0, 0.0)
 
 
 def compute(model, params, source, preprocess_fn, mesh, *, batch_size: int,
@@ -88,19 +94,18 @@ def compute(model, params, source, preprocess_fn, mesh, *, batch_size: int,
 
 
 def save(path: str, cache: EmbeddingCache):
-  score_cache.save(path, cache.ids, cache.lookup(cache.ids), cache.table.meta)
+  cache.table.save(path)
 
 
 def load(path: str) -> EmbeddingCache:
-  table = score_cache.load(path, what=_WHAT, how=_HOW)
+  table = id_table.load(path, what=_WHAT, how=_HOW)
   for key in ('temperature', 'bias'):
     if key not in table.meta:
       raise ValueError(f'{path} is not a reference embedding cache (its meta has no {key!r}).')
-  with np.load(path) as f:
-    ids = np.sort(f['ids'].astype(np.int64))
-  return EmbeddingCache(ids, table, float(table.meta['temperature']), float(table.meta['bias']))
+  return EmbeddingCache(table.ids, table, float(table.meta['temperature']),
+                        float(table.meta['bias']))
 
 
 def with_cached_embeddings(source, cache: EmbeddingCache):
   """`source` whose records also carry `reference_embedding` [2 d]; fails now if ids are missing."""
-  return score_cache.WithCachedScores(source, cache.table, key=KEY)
+  return id_table.with_columns(source, {KEY: cache.table})

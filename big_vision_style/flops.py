@@ -57,7 +57,7 @@ def _jaxpr_xla_flops(closed_jaxpr, mesh=None) -> float:
   fn = jex_core.jaxpr_as_fun(closed_jaxpr)
   avals = [jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in closed_jaxpr.jaxpr.invars]
   if mesh is not None:
-    from big_vision_style import selection  # pylint: disable=g-import-not-at-top
+    from big_vision_style.selection import batch as selection  # pylint: disable=g-import-not-at-top
     P = jax.sharding.PartitionSpec  # pylint: disable=invalid-name
     body = fn
     in_axes = [_varying_axes(v.aval) for v in closed_jaxpr.jaxpr.invars]
@@ -71,7 +71,7 @@ def _jaxpr_xla_flops(closed_jaxpr, mesh=None) -> float:
       return [x[None] if axes else x for x, axes in zip(body(*args), out_axes)]
 
     out_specs = [P(axes) if axes else P() for axes in out_axes]
-    shard_map = selection._shard_map  # pylint: disable=protected-access
+    shard_map = selection.shard_map
     fn = shard_map(fn, mesh=mesh, in_specs=P(), out_specs=out_specs)
   return _flops_of(jax.jit(fn).lower(*avals).cost_analysis())
 

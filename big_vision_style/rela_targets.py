@@ -8,9 +8,9 @@ big_vision .npz) embeds the un-augmented training split (`config.input.split`) w
 features; the features are centred and projected onto their top-k principal components, k the
 student's feature size (`config.rela.target_dim` overrides it; it is capped at the numerical
 rank of the features, since a direction of zero variance z-scores to pure noise); then every
-dimension is z-scored (zero mean, unit variance over the split). The file is a score cache
-(score_cache.save: `ids`, `scores` [N, k], `meta`), so the trainer attaches targets to records
-by example id exactly as cached reference scores are attached.
+dimension is z-scored (zero mean, unit variance over the split). The file is an id table
+(id_table.py: `ids`, values [N, k], `meta` with provenance), so the trainer attaches targets to
+records by example id exactly as cached reference scores are attached.
 
 The embedding pass is a one-off cost: its FLOPs (measured with flops.compile_and_measure, like
 the reference-score cache) go in `meta['flops']`, and the prior's own training FLOPs (from its
@@ -27,8 +27,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from big_vision_style import config_utils
 from big_vision_style import datasets
 from big_vision_style import flops
+from big_vision_style import id_table
 from big_vision_style import models
 from big_vision_style import preprocess
 from big_vision_style import priors
@@ -97,21 +99,22 @@ def compute_targets(config):
   meta = {'prior': {k: v for k, v in prior_meta.items() if k != 'train_flops'},
           'flops': per_batch * len(ids) / bs, 'prior_train_flops': prior_meta['train_flops'],
           'pca_flops': 2.0 * len(ids) * feats.shape[1] * (feats.shape[1] + info['dim']),
-          'num_examples': int(len(ids)), **info}
+          'num_examples': int(len(ids)), **info,
+          **id_table.provenance(config, producer='big_vision_style.rela_targets')}
   return ids, targets, meta
 
 
 def main():
-  from big_vision_style import train  # pylint: disable=g-import-not-at-top  (avoid a cycle)
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--config', required=True, help='A ReLA training config, `path.py:arg`.')
   parser.add_argument('--out', default=None, help='Default: config.rela.targets.')
   args = parser.parse_args()
   logging.getLogger().setLevel(logging.INFO)
-  config = train.load_config(args.config)
+  config = config_utils.load_config(args.config)
   out = args.out or config.rela.targets
   ids, targets, meta = compute_targets(config)
-  score_cache.save(out, ids, targets, meta)
+  if jax.process_index() == 0:
+    id_table.save(out, ids, targets, meta)
   print(f'Wrote {len(ids)} ReLA targets of dimension {meta["dim"]} to {out} (explained variance '
         f'{meta["explained_variance"]:.3f}); embedding pass {meta["flops"]:.4g} FLOPs.')
 

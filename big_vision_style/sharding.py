@@ -26,7 +26,13 @@ def maybe_initialize_distributed(config=None):
 
 
 def make_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
-  """A 1-D `data` mesh over all devices, or over the first `num_devices` (tests compare 1 vs 8)."""
+  """A 1-D `data` mesh over all devices, or over the first `num_devices` (tests compare 1 vs 8).
+
+  Each process must hold a contiguous block of the axis: process p feeds rows
+  [p*L, (p+1)*L) of every global batch (input_pipeline), so its devices must be the ones that
+  hold those rows. jax.make_mesh orders devices for the interconnect, which on a pod can
+  interleave hosts along a 1-D axis; the devices are then ordered by (process, id) instead.
+  """
   devices = jax.devices()
   if num_devices:
     if num_devices > len(devices):
@@ -34,5 +40,14 @@ def make_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
     devices = devices[:num_devices]
   auto = (jax.sharding.AxisType.Auto,)
   if len(devices) == jax.device_count():
-    return jax.make_mesh((len(devices),), ('data',), axis_types=auto)
+    mesh = jax.make_mesh((len(devices),), ('data',), axis_types=auto)
+    if process_contiguous(mesh.devices.reshape(-1)):
+      return mesh
+    devices = sorted(devices, key=lambda d: (d.process_index, d.id))
   return jax.sharding.Mesh(np.asarray(devices), ('data',), axis_types=auto)
+
+
+def process_contiguous(devices) -> bool:
+  """Whether each process's devices form one contiguous block of `devices`, in process order."""
+  order = [d.process_index for d in devices]
+  return order == sorted(order)

@@ -30,7 +30,7 @@ import sys
 import time
 from typing import Any, Callable, Iterable, Sequence
 
-MARKER = 'final.json'  # Written by big_vision_style.train.train_once at a run's end.
+MARKER = 'final.json'  # big_vision_style.train.FINAL_MARKER (not imported: it loads JAX).
 # Options of add_options: how this invocation sweeps, not what a run is.
 SWEEP_OPTIONS = ('help', 'analyze_only', 'parallel', 'queue', 'runs_only')
 

@@ -10,7 +10,7 @@ import pytest
 
 from big_vision_style import checkpointing
 from big_vision_style import input_pipeline
-from big_vision_style import optim
+from big_vision_style import methods
 from big_vision_style import score_cache
 from big_vision_style import selection
 from big_vision_style import sharding
@@ -32,37 +32,32 @@ def _config(reference_dir, extra=''):
 
 
 def _step_setup(config, mesh, seed=0):
-  """Everything `make_update_fn` needs, for one step on a fixed super-batch."""
-  sel = train.selection_config(config)
+  """The supervised method's built step, state and a fixed super-batch, for one step."""
   b = config.input.batch_size
-  sel['super_batch_size'] = selection.super_batch_size(b, sel['filter_ratio'])
+  n = selection.super_batch_size(b, config.selection.filter_ratio)
+  example = {'image': jax.ShapeDtypeStruct((28, 28, 1), jnp.float32),
+             'label': jax.ShapeDtypeStruct((), jnp.int32),
+             'id': jax.ShapeDtypeStruct((), jnp.int32),
+             'label_flipped': jax.ShapeDtypeStruct((), jnp.bool_)}
+  ctx = methods.base.Context(config=config, mesh=mesh, num_classes=10, total_steps=10,
+                             example=example, train_rng=jax.random.key(1))
+  built = methods.build(ctx)
   replicated = jax.NamedSharding(mesh, jax.P())
-  roles = ['learner', 'actor']
-  models_by_role = {r: train.build_role_model(config, r, 10) for r in roles}
-  models_by_role['reference'] = train.build_role_model(config, 'reference', 10)
-  txs = {r: optim.make_optimizer(config.optax, 10)[0] for r in roles}
-  x = jnp.zeros((1, 28, 28, 1))
-  state = {}
-  for i, r in enumerate(roles):
-    params = models_by_role[r].init(jax.random.key(seed + i), x)['params']
-    state[r] = {'params': params, 'opt': txs[r].init(params)}
+  state = jax.jit(built.init, out_shardings=replicated)(jax.random.key(seed))
   rng = np.random.default_rng(seed)
-  n = sel['super_batch_size']
   batch = {'image': rng.normal(size=(n, 28, 28, 1)).astype(np.float32),
            'label': rng.integers(0, 10, n).astype(np.int32), 'id': np.arange(n, dtype=np.int32),
            'label_flipped': np.zeros(n, bool)}
   batch = jax.device_put(batch, input_pipeline.data_sharding(mesh))
-  update = train.make_update_fn(models_by_role, txs, optim.make_schedule(config.optax, 10),
-                                jax.random.key(1), replicated, mesh, num_classes=10,
-                                label_smoothing=0.1, sel=sel, batch_size=b)
-  return models_by_role, txs, jax.device_put(state, replicated), batch, update
+  update = jax.jit(built.phases[0].step, donate_argnums=(0,),
+                   out_shardings=(replicated, replicated))
+  return built, state, batch, update
 
 
 def test_changing_only_the_reference_changes_the_selection(reference_dir):
   config = _config(reference_dir, ',policy=easy_reference,method=topk')
   mesh = sharding.make_mesh()
-  models_by_role, _, state, batch, update = _step_setup(config, mesh)
-  del models_by_role
+  _, state, batch, update = _step_setup(config, mesh)
   # A trained reference and a perturbed copy (a freshly initialised ViT would not do: its
   # zero-initialised head gives every example the same loss, ln 10).
   ref_a, _ = checkpointing.load_trained_params(reference_dir)
@@ -87,7 +82,8 @@ def test_changing_only_the_reference_changes_the_selection(reference_dir):
 def test_actor_and_learner_train_on_exactly_the_selected_examples(reference_dir):
   config = _config(reference_dir, ',policy=hard_learner,method=topk')
   mesh = sharding.make_mesh()
-  models_by_role, txs, state, batch, update = _step_setup(config, mesh)
+  built, state, batch, update = _step_setup(config, mesh)
+  models_by_role, txs = built.models, built.txs
   expected_state = jax.device_get(state)
   # By hand: actor losses on the super-batch, top-b, one update of each role on those.
   actor_loss = steps.per_example_loss(models_by_role['actor'], state['actor']['params'], batch,
@@ -123,7 +119,7 @@ def test_reference_is_frozen_and_outside_the_optimiser(reference_dir, tmp_path):
 
 def test_score_cache_gives_the_same_selection_as_the_live_reference(reference_dir, tmp_path):
   config = _config(reference_dir, ',policy=easy_reference,method=topk')
-  ids, scores, meta = train.compute_reference_scores(config)
+  ids, scores, meta = score_cache.compute_reference_scores(config)
   assert len(ids) == 50_000 and meta['flops'] > 0
   path = str(tmp_path / 'scores.npz')
   score_cache.save(path, ids, scores, meta)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from big_vision_style import flops
-from big_vision_style import forward_reuse
+from big_vision_style.selection import forward_reuse
 from big_vision_style import image_text
 from big_vision_style import input_pipeline
 from big_vision_style import models

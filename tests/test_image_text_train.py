@@ -1,6 +1,5 @@
 """The contrastive objective in the trainer: JEST / ActiveCLIP selection inside the jitted step,
 the reference embedding cache against the live reference, Flexi-JEST's split batch, FLOPs."""
-import types
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +11,7 @@ from big_vision_style import embedding_cache
 from big_vision_style import image_text
 from big_vision_style import models
 from big_vision_style import train
+from big_vision_style.methods import contrastive as contrastive_method
 from big_vision_style.tools import reference_embeddings
 from experiments.jest import common
 from experiments.jest import filter_ratio
@@ -90,7 +90,7 @@ def test_reusing_the_scoring_forward_trains_the_same_models_for_fewer_flops(role
       config = active_clip.get_config(f'runlocal,reference_workdir={reference_dir},'
                                       f'reuse={reuse}')
     config = _small(config)
-    assert image_text.reusing_role(image_text.selection_config(config)) == (
+    assert contrastive_method.reusing_role(contrastive_method.selection_config(config)) == (
         role if reuse == 'true' else None)
     final, state = train.train(config, str(tmp_path / reuse))
     runs[reuse] = final, state[role]['params'], read_rows(tmp_path / reuse)
@@ -142,13 +142,13 @@ def test_bad_selection_configs_name_the_problem():
                      ('filter_ratio=1.0', 'filter_ratio=1.0 must be in'),
                      ('flexi,reuse=true', 'reuse_scoring_forward cannot be used with Flexi')):
     with pytest.raises(ValueError, match=match):
-      image_text.selection_config(filter_ratio.get_config(arg))
+      contrastive_method.selection_config(filter_ratio.get_config(arg))
   config = filter_ratio.get_config('')
   with config.unlocked():
     config.selection.temperature = 2.0
   with pytest.raises(ValueError, match="Unknown config.selection key"):
-    image_text.selection_config(config)
-  assert image_text.roles_needed(image_text.selection_config(
+    contrastive_method.selection_config(config)
+  assert contrastive_method.roles_needed(contrastive_method.selection_config(
       filter_ratio.get_config('scorer=actor'))) == {'actor', 'reference'}
   assert common.reference_workdir('uncurated') == 'workdirs/jest/reference_uncurated'
   with pytest.raises(ValueError, match='Unknown reference pool'):
@@ -163,80 +163,8 @@ def test_every_image_text_config_builds_a_valid_selection(module, mode):
   package = 'experiments.bad_students' if module == 'active_clip' else 'experiments.jest'
   config = importlib.import_module(f'{package}.{module}').get_config(mode)
   assert config.objective == 'contrastive' and config.model_name == 'two_towers'
-  sel = image_text.selection_config(config)
+  sel = contrastive_method.selection_config(config)
   assert sel['super_batch_size'] * (1 - sel['filter_ratio']) == pytest.approx(
       config.input.batch_size)
   if mode == 'tpu':
     assert config.input.batch_size == 32_768 and config.model.image.variant == 'B/16'
-
-
-def test_parallel_sweep_queue_hands_each_run_to_one_worker_longest_first(tmp_path):
-  from experiments.jest import reproduce  # pylint: disable=g-import-not-at-top
-  workers = [types.SimpleNamespace(seeds=[0, 1], runs=list(reproduce.all_runs()),
-                                   queue=str(tmp_path)) for _ in range(2)]
-  items = reproduce.work_items(workers[0])
-  costs = [reproduce.relative_cost(name) for _, name in items]
-  assert costs == sorted(costs, reverse=True)
-  assert costs[0] == reproduce.relative_cost('learnability_joint_f0.9') > costs[-1] == 1.0
-  # Both workers try every run, in turn first; each run goes to exactly one of them.
-  taken = [[], []]
-  for i, (seed, name) in enumerate(items):
-    order = (0, 1) if i % 2 else (1, 0)
-    wins = [k for k in order if reproduce.claim(workers[k], seed, name)]
-    assert len(wins) == 1 and wins[0] == order[0]
-    taken[wins[0]].append((seed, name))
-  assert sorted(taken[0] + taken[1]) == sorted(items) and taken[0] and taken[1]
-  # A new sweep (a new queue directory) may claim them again: a killed sweep resumes.
-  fresh = types.SimpleNamespace(**{**vars(workers[0]), 'queue': str(tmp_path / 'next')})
-  (tmp_path / 'next').mkdir()
-  assert reproduce.claim(fresh, *items[0])
-
-
-def test_sweep_flags_reach_the_selecting_runs_only():
-  from experiments.jest import reproduce  # pylint: disable=g-import-not-at-top
-  args = types.SimpleNamespace(workdir='w', steps=800, eval_every=100, reuse=True, gain=10.0)
-  sel = lambda name: reproduce.run_config(args, name, 0).selection
-  assert sel('learnability_joint_f0.8').gain == 10.0
-  assert sel('learnability_joint_f0.8').reuse_scoring_forward
-  assert sel('flexi_learnability_joint_f0.8').gain == 10.0
-  assert not sel('flexi_learnability_joint_f0.8').reuse_scoring_forward  # Cannot reuse.
-  assert sel('uniform').policy == 'uniform' and 'gain' not in sel('uniform')
-  default = types.SimpleNamespace(**{**vars(args), 'reuse': False, 'gain': None})
-  plain = reproduce.run_config(default, 'learnability_joint_f0.8', 0).selection
-  assert plain.gain == 1.0 and not plain.reuse_scoring_forward
-  # --parallel workers get the same flags (they once ran every run at the default gain).
-  for flags in (args, default):
-    full = types.SimpleNamespace(**vars(flags), seeds=[0, 1], runs=['uniform'], ref_epochs=30.0)
-    worker = reproduce.worker_command(full, 'q')
-    assert ('--reuse' in worker) == flags.reuse
-    assert (worker[worker.index('--gain') + 1] == '10.0') if flags.gain else '--gain' not in worker
-    # The worker parses its command line into the same run configs.
-    parsed = reproduce.parse_args(worker[3:])
-    assert reproduce.run_config(parsed, 'learnability_joint_f0.8', 0).selection == (
-        reproduce.run_config(full, 'learnability_joint_f0.8', 0).selection)
-
-
-def test_variant_runs_are_trained_by_name_only_and_unknown_names_are_refused(capsys):
-  from experiments.jest import reproduce  # pylint: disable=g-import-not-at-top
-  args = types.SimpleNamespace(workdir='w', steps=800, eval_every=100, reuse=False, gain=None)
-  hard = reproduce.run_config(args, 'hard_learner_joint_f0.9', 0)
-  assert hard.selection.policy == 'hard_learner' and hard.selection.filter_ratio == 0.9
-  assert image_text.roles_needed(image_text.selection_config(hard)) == {'learner'}
-  soft = reproduce.run_config(args, 'softmax_learnability_independent_f0.8', 0)
-  assert soft.contrastive_loss == 'softmax' and soft.selection.method == 'independent'
-  assert reproduce.run_config(args, 'uniform_softmax', 0).contrastive_loss == 'softmax'
-  # The beta2 runs are the main sweep's learnability run but for beta2 and every step logged.
-  main = reproduce.run_config(args, 'learnability_joint_f0.8', 0).to_dict()
-  assert main['optax'].pop('b2') == main['actor_optax'].pop('b2') == 0.95
-  assert main.pop('log_training_steps') == 50
-  for b2 in (0.95, 0.999):
-    run = reproduce.run_config(args, f'learnability_joint_f0.8_b2_{b2}', 0).to_dict()
-    assert run['optax'].pop('b2') == run['actor_optax'].pop('b2') == b2
-    assert run.pop('log_training_steps') == 1
-    assert run == main
-  # Not in the main sweep ('all' keeps its 2-hour budget), but accepted by name.
-  assert not set(reproduce.variant_runs()) & set(reproduce.parse_args([]).runs)
-  assert reproduce.parse_args(['--runs', 'uniform_softmax']).runs == ['uniform_softmax']
-  with pytest.raises(SystemExit):
-    reproduce.parse_args(['--runs', 'hard_learner_f0.9'])
-  assert "unknown run names ['hard_learner_f0.9']" in capsys.readouterr().err

@@ -6,9 +6,9 @@ import jax
 import numpy as np
 import pytest
 
+from big_vision_style import id_table
 from big_vision_style import input_pipeline
 from big_vision_style import preprocess
-from big_vision_style import score_cache
 from big_vision_style import sharding
 from big_vision_style.datasets import base
 
@@ -63,9 +63,9 @@ def test_batched_reads_give_the_per_record_stream_and_resume_exactly():
   per_record_source = base.ArraySource(*args, num_classes=3)
   batched_source = _BatchReadingSource(*args, num_classes=3)
   # With cached per-id values, as the reference embedding cache adds them.
-  cache = score_cache.ScoreCache(1000 + np.arange(50), np.arange(100.0).reshape(50, 2))
-  per_record_source = score_cache.WithCachedScores(per_record_source, cache, key='emb')
-  batched_source = score_cache.WithCachedScores(batched_source, cache, key='emb')
+  cache = id_table.IdTable(1000 + np.arange(50), np.arange(100.0).reshape(50, 2))
+  per_record_source = id_table.with_columns(per_record_source, {'emb': cache})
+  batched_source = id_table.with_columns(batched_source, {'emb': cache})
   pp = preprocess.make(image_size=4, mean=(0.5,), std=(0.25,))
   assert input_pipeline.reads_batches(batched_source, pp)
   assert not input_pipeline.reads_batches(per_record_source, pp)

@@ -13,8 +13,8 @@ import pytest
 
 from big_vision_style import contrastive
 from big_vision_style import embedding_cache
-from big_vision_style import jest
-from big_vision_style import jest_gibbs
+from big_vision_style.selection import jest
+from big_vision_style.selection import jest_gibbs
 from big_vision_style import models
 from big_vision_style import selection
 from big_vision_style import sharding

@@ -11,11 +11,8 @@ from experiments.jest import reproduce
 
 def _roles_needed(config) -> set[str]:
   """The models a contrastive run's selection reads (the library's own answer)."""
-  try:  # The contrastive method's module; image_text before it had one.
-    from big_vision_style.methods import contrastive as method  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    from big_vision_style import image_text as method  # pylint: disable=g-import-not-at-top
-  return method.roles_needed(method.selection_config(config))
+  from big_vision_style.methods import contrastive  # pylint: disable=g-import-not-at-top
+  return contrastive.roles_needed(contrastive.selection_config(config))
 
 
 def test_parallel_sweep_queue_hands_each_run_to_one_worker_longest_first(tmp_path):

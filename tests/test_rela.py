@@ -7,13 +7,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from big_vision_style import byol
+from big_vision_style.methods import byol
 from big_vision_style import checkpointing
 from big_vision_style import datasets
 from big_vision_style import input_pipeline
 from big_vision_style import models
 from big_vision_style import priors
-from big_vision_style import rela
+from big_vision_style.methods import rela
 from big_vision_style import rela_targets
 from big_vision_style import score_cache
 from big_vision_style import train

@@ -64,8 +64,9 @@ def test_train_once_marks_only_finished_runs(tmp_path, monkeypatch):
   assert partial['preempted'] and partial['step'] == 3
   # A sweep that is asked to stop mid-run must not record the run as finished.
   monkeypatch.setattr(train, 'train', lambda config, workdir: (partial, None))
-  with pytest.raises(SystemExit, match='stopped at step 3 before its end'):
+  with pytest.raises(SystemExit) as stopped:
     train.train_once(_config(), str(tmp_path))
+  assert stopped.value.code == train.EXIT_PREEMPTED  # Sweeps and tpu/ scripts rerun on it.
   assert not os.path.exists(tmp_path / 'final.json')
 
 
@@ -99,8 +100,10 @@ def test_batch_not_divisible_by_device_count(tmp_path):
     train.train(config, str(tmp_path))
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
-  """A preempted TPU VM gets SIGTERM: the trainer must save before it exits."""
+@pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_saves_a_checkpoint_and_exits_with_the_rerun_code(tmp_path, sig):
+  """A preempted TPU VM gets SIGTERM, a user presses Ctrl-C: the trainer saves before it exits,
+  with EXIT_PREEMPTED (75), which says "stopped early, rerun to resume" (not 0: not finished)."""
   workdir = tmp_path / 'run'
   cmd = [sys.executable, '-m', 'big_vision_style.train', '--workdir', str(workdir),
          '--config', os.path.join(REPO, 'experiments/baseline/fashion_mnist.py') +
@@ -114,11 +117,11 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
       assert proc.poll() is None, proc.stderr.read()
       assert time.time() < deadline
       time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=120)
   finally:
     proc.kill()
-  assert proc.returncode == 0, stderr
+  assert proc.returncode == train.EXIT_PREEMPTED, stderr
   saved = [int(d) for d in os.listdir(workdir / 'checkpoints') if d.isdigit()]
   assert saved and 0 < max(saved) < 100000
-  assert 'SIGTERM' in stderr
+  assert signal.Signals(sig).name in stderr

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from big_vision_style import flops
-from big_vision_style import jest
+from big_vision_style.selection import jest
 from big_vision_style import sharding
 
 

@@ -16,15 +16,13 @@ import time
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 import numpy as np
 
 from big_vision_style import flops
 from big_vision_style import input_pipeline
-from big_vision_style import optim
+from big_vision_style import methods
+from big_vision_style import selection
 from big_vision_style import sharding
-from big_vision_style import train
 from experiments.bad_students import policy_comparison
 
 
@@ -43,25 +41,21 @@ def measure(filter_ratio: float, reference: str, reps: int, mesh) -> dict:
   config = policy_comparison.get_config(
       f'policy={policy},filter_ratio={filter_ratio},reference='
       f'{"cached" if reference == "cached" else "pretrained"}')
-  sel = train.selection_config(config)
   b = config.input.batch_size
-  sel['super_batch_size'] = big = train.selection.super_batch_size(b, filter_ratio)
-  replicated = NamedSharding(mesh, P())
-  roles = ['learner'] + (['actor'] if policy != 'uniform' else [])
-  models_by_role = {r: train.build_role_model(config, r, 10) for r in roles}
-  txs = {r: optim.make_optimizer(config.optax, 1000)[0] for r in roles}
-  schedule = optim.make_schedule(config.optax, 1000)
-  x = jnp.zeros((1, 28, 28, 1))
-  state = {r: {'params': models_by_role[r].init(jax.random.key(i), x)['params']}
-           for i, r in enumerate(roles)}
-  for r in roles:
-    state[r]['opt'] = txs[r].init(state[r]['params'])
-  state = jax.device_put(state, replicated)
+  big = selection.super_batch_size(b, filter_ratio)
+  example = {'image': jax.ShapeDtypeStruct((28, 28, 1), jnp.float32),
+             'label': jax.ShapeDtypeStruct((), jnp.int32),
+             'id': jax.ShapeDtypeStruct((), jnp.int32),
+             'label_flipped': jax.ShapeDtypeStruct((), jnp.bool_)}
+  if reference == 'cached':
+    example['reference_loss'] = jax.ShapeDtypeStruct((), jnp.float32)
+  # Abstract build: no reference run on disk; a random reference is as costly as a trained one.
+  ctx, built = methods.standalone(config, mesh, example, num_classes=10, total_steps=1000)
+  state = jax.jit(built.init, out_shardings=ctx.replicated)(jax.random.key(0))
   frozen = {}
-  if policy != 'uniform' and reference == 'live':
-    models_by_role['reference'] = train.build_role_model(config, 'reference', 10)
-    frozen['reference'] = jax.device_put(
-        models_by_role['reference'].init(jax.random.key(9), x)['params'], replicated)
+  if 'reference' in built.frozen:
+    frozen['reference'] = jax.jit(lambda: built.models['reference'].init(
+        jax.random.key(9), jnp.zeros((1, 28, 28, 1)))['params'], out_shardings=ctx.replicated)()
   data = input_pipeline.data_sharding(mesh)
   rng = np.random.default_rng(0)
   batch = {'image': rng.normal(size=(big, 28, 28, 1)).astype(np.float32),
@@ -71,15 +65,11 @@ def measure(filter_ratio: float, reference: str, reps: int, mesh) -> dict:
   if reference == 'cached':
     batch['reference_loss'] = rng.uniform(size=big).astype(np.float32)
   batch = jax.device_put(batch, data)
-  update = train.make_update_fn(models_by_role, txs, schedule, jax.random.key(1), replicated,
-                                mesh, num_classes=10, label_smoothing=0.1, sel=sel, batch_size=b)
+  phase = built.phases[0]
   step = jnp.asarray(1, jnp.int32)
-  compiled, cost = flops.compile_and_measure(update, state, frozen, batch, step)
-  spec = lambda n: {k: jax.ShapeDtypeStruct((n,) + v.shape[1:], v.dtype, sharding=data)
-                    for k, v in batch.items()}
-  categories = train.measure_categories(models_by_role, txs, state, frozen, spec(big), spec(b),
-                                        num_classes=10, label_smoothing=0.1, sel=sel)
-  categories['scoring'] += cost.flops - sum(categories.values())
+  compiled, cost = flops.compile_and_measure(methods.jit_step(phase, ctx), state, frozen, batch,
+                                             step)
+  categories = phase.costs(cost.flops, state, frozen)
   holder = {'state': state}
 
   def run():

@@ -17,18 +17,15 @@ import time
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 import numpy as np
 
 from big_vision_style import datasets
 from big_vision_style import flops
 from big_vision_style import input_pipeline
+from big_vision_style import methods
 from big_vision_style import models
-from big_vision_style import optim
 from big_vision_style import preprocess
 from big_vision_style import sharding
-from big_vision_style import train
 from experiments.baseline import fashion_mnist as baseline_config
 
 
@@ -54,24 +51,23 @@ def matmul_peak(n: int = 4096, reps: int = 5) -> dict:
 
 def train_step_throughput(model_kwargs: dict, batch_size: int, reps: int, mesh) -> dict:
   config = baseline_config.get_config()
-  model = models.get_model('vit').Model(num_classes=10, **model_kwargs)
-  tx, schedule = optim.make_optimizer(config.optax, total_steps=10_000)
-  replicated = NamedSharding(mesh, P())
-  params = jax.jit(lambda: model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))['params'],
-                   out_shardings=replicated)()
-  state = {'learner': {'params': params, 'opt': jax.jit(tx.init)(params)}}
-  sel = train.selection_config(config)
-  sel['super_batch_size'] = batch_size
-  update = train.make_update_fn({'learner': model}, {'learner': tx}, schedule, jax.random.key(1),
-                                replicated, mesh, num_classes=10, label_smoothing=0.1, sel=sel,
-                                batch_size=batch_size)
+  with config.unlocked():
+    config.model = dict(model_kwargs)
+    config.input.batch_size = batch_size
+  example = {'image': jax.ShapeDtypeStruct((28, 28, 1), jnp.float32),
+             'label': jax.ShapeDtypeStruct((), jnp.int32),
+             'id': jax.ShapeDtypeStruct((), jnp.int64)}
+  ctx, built = methods.standalone(config, mesh, example, num_classes=10, total_steps=10_000)
+  state = jax.jit(built.init, out_shardings=ctx.replicated)(jax.random.key(0))
+  params = state['learner']['params']
   data = input_pipeline.data_sharding(mesh)
   batch = {'image': jax.device_put(np.random.randn(batch_size, 28, 28, 1).astype(np.float32),
                                    data),
            'label': jax.device_put(np.arange(batch_size, dtype=np.int32) % 10, data),
            'id': jax.device_put(np.arange(batch_size, dtype=np.int64), data)}
   step = jnp.asarray(1, jnp.int32)
-  compiled, cost = flops.compile_and_measure(update, state, {}, batch, step)
+  compiled, cost = flops.compile_and_measure(methods.jit_step(built.phases[0], ctx), state, {},
+                                             batch, step)
   holder = {'state': state}
 
   def run():

@@ -24,20 +24,23 @@ from big_vision_style import flops
 from big_vision_style import image_text
 from big_vision_style import preprocess
 from big_vision_style import sharding
-from big_vision_style import train
+from big_vision_style import config_utils
+from big_vision_style import id_table
+from big_vision_style import roles
 
 
 def compute(config, batch_size: int = 1000) -> embedding_cache.EmbeddingCache:
   mesh = sharding.make_mesh(config.get('mesh_devices'))
   source = datasets.get_source(config.data, config.input.get('split', 'train'))
-  model, params, train_flops = train.load_reference(config, 0)
+  model, params, train_flops = roles.load_reference(config, 0)
   pp = preprocess.make(**dict(config.input.pp))
   spec = {k: jax.ShapeDtypeStruct((batch_size,) + np.shape(v), np.asarray(v).dtype)
           for k, v in pp(source[0]).items() if k in ('image', 'text')}
   fn = jax.jit(functools.partial(lambda m, p, b: image_text.embed(m, p, b['image'],
                                                                   b['text'])[:2], model))
   per_batch = flops.compile_and_measure(fn, params, spec)[1].flops
-  meta = {'reference_workdir': config.selection.reference_workdir,
+  meta = {**id_table.provenance(config, producer='big_vision_style.tools.reference_embeddings'),
+          'reference_workdir': config.selection.reference_workdir,
           'flops': per_batch * len(source) / batch_size, 'reference_train_flops': train_flops,
           'num_examples': len(source)}
   return embedding_cache.compute(model, params, source, pp, mesh, batch_size=batch_size,
@@ -49,12 +52,13 @@ def main():
   parser.add_argument('--config', required=True, help='A JEST config, `path.py:arg`.')
   parser.add_argument('--out', default=None, help='Default: config.selection.embedding_cache.')
   args = parser.parse_args()
-  config = train.load_config(args.config)
+  config = config_utils.load_config(args.config)
   out = args.out or config.selection.embedding_cache
   if not out:
     raise SystemExit('Give --out or set config.selection.embedding_cache.')
   cache = compute(config)
-  embedding_cache.save(out, cache)
+  if jax.process_index() == 0:
+    embedding_cache.save(out, cache)
   print(f'Wrote the reference embeddings of {len(cache.ids)} pairs ({cache.dim}-d) to {out}; '
         f'{cache.table.meta["flops"]:.4g} FLOPs.')
 

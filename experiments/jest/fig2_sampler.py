@@ -20,15 +20,10 @@ from big_vision_style import image_text
 from big_vision_style import models
 from big_vision_style import preprocess
 from big_vision_style import sharding
+from big_vision_style.selection import jest
+from big_vision_style.selection import jest_gibbs
 from experiments import analysis
 from experiments.jest import grid
-
-try:  # The samplers' package (big_vision_style/selection/); top-level modules before it.
-  from big_vision_style.selection import jest  # pylint: disable=g-import-not-at-top
-  from big_vision_style.selection import jest_gibbs  # pylint: disable=g-import-not-at-top
-except ImportError:
-  from big_vision_style import jest  # pylint: disable=g-import-not-at-top
-  from big_vision_style import jest_gibbs  # pylint: disable=g-import-not-at-top
 
 
 def sampler_quality(args) -> dict:

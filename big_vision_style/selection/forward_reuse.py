@@ -32,7 +32,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from big_vision_style import selection
+from big_vision_style.selection import batch
 
 
 def _batch_axis(full_shape, sub_shape, full_size: int, sub_size: int):
@@ -87,7 +87,7 @@ def sub_batch_vjp(fn, params, full_vjp, sub_batch, indices, mesh, *, full_size: 
     rows = jnp.reshape(full, shape[:axis] + (full_size, k) + shape[axis + 1:])
     to_gather[str(i)] = jnp.moveaxis(rows, axis, 0)
     layouts[str(i)] = axis
-  gathered = selection.gather(to_gather, indices, mesh) if to_gather else {}
+  gathered = batch.gather(to_gather, indices, mesh) if to_gather else {}
   leaves = []
   for i, (full, sub) in enumerate(zip(full_leaves, sub_leaves)):
     if str(i) in gathered:

@@ -25,19 +25,25 @@ the same optimiser and learning-rate schedule. The switch rule, config.rela.swit
 the switch step, the transport head) lives in the train state, so resume is exact across the
 switch.
 
-The trainer compiles the ReLA step and the objective's step separately and runs the first until
-the state says `switched`: each step's FLOPs are those of the program that ran.
+ReLA is a phase that wraps any method whose `Built` offers `rela_hooks` (supervised, BYOL):
+`wrap` prepends a 'rela' phase to the method's phases and adds `state['rela']`. The loop
+compiles each phase's step separately and runs the ReLA one until the state says `switched`:
+each step's FLOPs are those of the program that ran.
 """
 from __future__ import annotations
+
+import dataclasses
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
+from big_vision_style import id_table
 from big_vision_style import losses
-from big_vision_style import score_cache
+from big_vision_style import optim
 from big_vision_style import views
+from big_vision_style.methods import base
 
 TARGET_KEY = 'rela_target'  # The batch field that carries each example's target.
 SWITCH_DEFAULTS = dict(rule='plateau', fast=0.999, slow=0.99, threshold=0.995, fraction=0.5,
@@ -70,15 +76,15 @@ def config_of(config):
   return cfg
 
 
-# ----- Targets, attached to records by id (the score cache's table, with vector values) -----
-def load_targets(path: str) -> score_cache.ScoreCache:
-  return score_cache.load(path, what='ReLA target file', how=(
+# ----- Targets, attached to records by id (an id table with vector values) -----
+def load_targets(path: str) -> id_table.IdTable:
+  return id_table.load(path, what='ReLA target file', how=(
       'compute it with `python -m big_vision_style.rela_targets --config <the ReLA config>`'))
 
 
-def with_targets(source, cache: score_cache.ScoreCache):
+def with_targets(source, table: id_table.IdTable):
   """`source` whose records also carry `rela_target`; fails now if any id has no target."""
-  return score_cache.WithCachedScores(source, cache, key=TARGET_KEY)
+  return id_table.with_columns(source, {TARGET_KEY: table})
 
 
 # ----- The transport head and its loss -----
@@ -149,9 +155,9 @@ class Supervised:
     return state, None
 
 
-def make_update_fn(objective, tx, transport, transport_tx, schedule, train_rng, replicated, *,
-                   cfg, num_classes: int, total_steps: int):
-  """The jitted ReLA step `(state, frozen, batch, step) -> (state, measurements)`."""
+def make_step(objective, tx, transport, transport_tx, schedule, train_rng, *, cfg,
+              num_classes: int, total_steps: int):
+  """The ReLA step `(state, frozen, batch, step) -> (state, measurements)`."""
   switch_cfg, view_cfg = cfg['switch'], cfg['views']
 
   def loss_fn(params, transport_params, v1, v2, batch, rng):
@@ -196,4 +202,49 @@ def make_update_fn(objective, tx, transport, transport_tx, schedule, train_rng, 
       measurements['train/momentum'] = momentum
     return new_state, measurements
 
-  return jax.jit(update_fn, donate_argnums=(0,), out_shardings=(replicated, replicated))
+  return update_fn
+
+
+# ----- The phase -----
+def prepare(config, source):
+  """ReLA-D: the prior's targets ride with the records, by id; its one-off costs."""
+  cfg = config_of(config)
+  targets = load_targets(cfg['targets'])
+  one_off = {'prior_embedding': float(targets.meta.get('flops', 0.0)),
+             'prior_train': float(targets.meta.get('prior_train_flops', 0.0))}
+  return with_targets(source, targets), one_off
+
+
+def wrap(ctx: base.Context, built: base.Built) -> base.Built:
+  """`built` with ReLA's phase first (module doc)."""
+  cfg = config_of(ctx.config)
+  if built.rela_hooks is None:
+    raise ValueError(f'config.rela is not implemented for the '
+                     f'{ctx.config.get("objective", "supervised")} objective.')
+  if ctx.config.get('selection'):
+    raise ValueError('config.selection works with the supervised and contrastive objectives, '
+                     'without ReLA.')
+  hooks = built.rela_hooks
+  dim = int(ctx.example[TARGET_KEY].shape[0])
+  transport = Transport(dim)
+  transport_tx = optim.make_optimizer(ctx.config.optax, ctx.total_steps)[0]
+  inner_init = built.init
+
+  def init(rng):
+    state = inner_init(rng)
+    feature_dim = hooks.features(state['learner']['params'],
+                                 jnp.zeros(ctx.image_shape(), jnp.float32)).shape[-1]
+    state['rela'] = init_state(jax.random.fold_in(rng, 1), transport, transport_tx, feature_dim)
+    return state
+
+  step = make_step(hooks, built.tx, transport, transport_tx, built.schedule, ctx.train_rng,
+                   cfg=cfg, num_classes=ctx.num_classes, total_steps=ctx.total_steps)
+
+  def ended(state):
+    if not bool(jax.device_get(state['rela']['switched'])):
+      return None
+    return int(jax.device_get(state['rela']['switch_step']))
+
+  phase = base.Phase('rela', step, base.all_learner_train, ended=ended,
+                     end_metric='rela/switch_step')
+  return dataclasses.replace(built, init=init, phases=[phase] + built.phases)

@@ -1,10 +1,10 @@
-"""On-device online batch selection (Bad Students Make Great Teachers), for one jitted step.
+"""The mechanics every selecting method shares: super-batch sizes, choosing b of B, gathering.
 
 Each step draws a super-batch of B examples, scores every example, keeps b of them and trains on
 those. Everything here is a pure jax function meant to run inside the trainer's jitted update:
 
   B = super_batch_size(b, config.selection.filter_ratio)    # Python, once, at config time.
-  scores = score(policy, actor_loss=..., reference_loss=...)         # [B]
+  scores = policies.score(policy, actor_loss=..., reference_loss=...)  # [B]
   indices = select_indices(scores, b, rng, method='sample')          # [b] int32, ascending
   batch = gather(super_batch, indices, mesh)                         # [b, ...] over 'data'
 
@@ -38,75 +38,12 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 if hasattr(jax, 'shard_map'):  # jax >= 0.6.
-  _shard_map = jax.shard_map
+  shard_map = jax.shard_map
 else:  # Older jax; takes the same keyword arguments.
   # pylint: disable-next=g-import-not-at-top
-  from jax.experimental.shard_map import shard_map as _shard_map
+  from jax.experimental.shard_map import shard_map as shard_map
 
-POLICIES = ('uniform', 'hard_learner', 'easy_reference', 'learnability', 'rho')
 METHODS = ('sample', 'topk')
-
-# Which per-example losses (forward passes) each policy reads. 'rho' scores with the learner
-# itself (RHO-LOSS); no other policy needs a learner forward on the super-batch.
-_NEEDS = {
-    'uniform': frozenset(),
-    'hard_learner': frozenset({'actor'}),
-    'easy_reference': frozenset({'reference'}),
-    'learnability': frozenset({'actor', 'reference'}),
-    'rho': frozenset({'learner', 'reference'}),
-}
-
-
-def _check_policy(policy: str):
-  if policy not in _NEEDS:
-    raise ValueError(f'Unknown selection policy {policy!r} (config.selection.policy); '
-                     f'expected one of {POLICIES}.')
-
-
-def needs(policy: str) -> set[str]:
-  """The forward passes `policy` scores with: a subset of {'actor', 'reference', 'learner'}."""
-  _check_policy(policy)
-  return set(_NEEDS[policy])
-
-
-def score(policy: str, *, actor_loss=None, reference_loss=None, learner_loss=None,
-          num_examples: int | None = None):
-  """Per-example selection scores [B] (higher = more likely kept), float32, no gradient.
-
-  uniform: 0; hard_learner: actor_loss; easy_reference: -reference_loss;
-  learnability: actor_loss - reference_loss; rho: learner_loss - reference_loss.
-  'uniform' reads no loss; it takes B from any loss given, else from `num_examples`.
-  """
-  _check_policy(policy)
-  given = {'actor': actor_loss, 'reference': reference_loss, 'learner': learner_loss}
-  missing = sorted(role for role in _NEEDS[policy] if given[role] is None)
-  if missing:
-    raise ValueError(f'Selection policy {policy!r} needs the per-example '
-                     f'{", ".join(r + "_loss" for r in missing)}, which was not given (None).')
-  # Only the losses the policy reads: a stray extra loss must not change anything.
-  losses = {role: jnp.asarray(given[role], jnp.float32) for role in _NEEDS[policy]}
-  shapes = {role: loss.shape for role, loss in losses.items()}
-  if any(len(s) != 1 for s in shapes.values()) or len(set(shapes.values())) > 1:
-    # [B] - [B, 1] would silently broadcast to a dense B x B score matrix.
-    raise ValueError(f'Per-example losses must all have shape [B]; got {shapes}.')
-  # Scores pick examples; nothing differentiates through the choice.
-  losses = {role: jax.lax.stop_gradient(loss) for role, loss in losses.items()}
-
-  if policy == 'uniform':
-    if num_examples is None:
-      others = [jnp.shape(x) for x in given.values() if x is not None]
-      if not others:
-        raise ValueError("Selection policy 'uniform' needs num_examples (the super-batch size B) "
-                         'when no per-example loss is given.')
-      num_examples = others[0][0]
-    return jnp.zeros([num_examples], jnp.float32)
-  if policy == 'hard_learner':
-    return losses['actor']
-  if policy == 'easy_reference':
-    return -losses['reference']
-  if policy == 'learnability':
-    return losses['actor'] - losses['reference']
-  return losses['learner'] - losses['reference']  # rho.
 
 
 def super_batch_size(batch_size: int, filter_ratio: float) -> int:
@@ -218,5 +155,5 @@ def gather(batch, indices, mesh):
 
     return jax.tree.map(one, local_batch)
 
-  fn = _shard_map(local_gather, mesh=mesh, in_specs=(P('data'), P()), out_specs=P('data'))
+  fn = shard_map(local_gather, mesh=mesh, in_specs=(P('data'), P()), out_specs=P('data'))
   return fn(batch, jnp.asarray(indices))

@@ -1,4 +1,4 @@
-"""BYOL (Grill et al., 2020) as an objective of the trainer: `config.objective = 'byol'`.
+"""BYOL (Grill et al., 2020) as a method of the trainer: `config.objective = 'byol'`.
 
 Networks. The online network is the encoder (any registered model, built without a head: its
 pooled `pre_logits` are the representation), a projector MLP and a predictor MLP; the target
@@ -22,8 +22,9 @@ et al., 2020), and without them the step stays a pure per-example function (no m
 statistics in the state, and the same result whatever the number of devices).
 
 State (plain dict): `{'learner': {'params': {encoder, projector, predictor, classifier}, 'opt'},
-'target': {encoder, projector}}`. ReLA (`rela.py`) uses the hooks `features`, `classify`,
-`after_update` and `RELA_FROZEN` to run its own phase on the same state.
+'target': {encoder, projector}}`. ReLA (methods/rela.py) uses the hooks `features`, `classify`,
+`after_update` and `RELA_FROZEN` to run its own phase on the same state. All of the step's
+FLOPs (the views and the EMA included) count as learner_train.
 """
 from __future__ import annotations
 
@@ -35,7 +36,10 @@ import jax.numpy as jnp
 import optax
 
 from big_vision_style import losses
+from big_vision_style import optim
+from big_vision_style import roles
 from big_vision_style import views
+from big_vision_style.methods import base
 
 DEFAULTS = dict(projector_hidden=256, projector_dim=64, predictor_hidden=256, momentum=0.99,
                 momentum_end=1.0, momentum_schedule='cosine', views=None)
@@ -154,10 +158,10 @@ class Byol:
     accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
     return byol + xent, {'byol': byol, 'classifier_loss': xent, 'classifier_accuracy': accuracy}
 
-  def make_update_fn(self, tx, schedule, train_rng, replicated, *, total_steps: int):
-    """The jitted step `(state, frozen, batch, step) -> (state, measurements)`."""
+  def make_step(self, tx, schedule, train_rng, *, total_steps: int):
+    """The step `(state, frozen, batch, step) -> (state, measurements)`."""
 
-    def update_fn(state, frozen, batch, step):
+    def step_fn(state, frozen, batch, step):
       del frozen  # BYOL uses no frozen model.
       rng_views, rng_model = jax.random.split(jax.random.fold_in(train_rng, step))
       v1, v2 = views.two_views(rng_views, batch['image'], self.view_cfg)
@@ -174,4 +178,25 @@ class Byol:
                       'train/classifier_accuracy': aux['classifier_accuracy']}
       return new_state, measurements
 
-    return jax.jit(update_fn, donate_argnums=(0,), out_shardings=(replicated, replicated))
+    return step_fn
+
+
+def build(ctx: base.Context) -> base.Built:
+  if ctx.config.get('selection'):
+    raise ValueError('config.selection works with the supervised and contrastive objectives, '
+                     'not with BYOL.')
+  model = Byol(roles.build_role_model(ctx.config, 'learner', None), ctx.num_classes,
+               ctx.config.get('byol'))
+  tx, schedule = optim.make_optimizer(ctx.config.optax, ctx.total_steps)
+
+  def init(rng):
+    key, = jax.random.split(rng, 1)  # One trained role, as every method splits its keys.
+    params = model.init(key, jnp.zeros(ctx.image_shape(), jnp.float32))['params']
+    return {'learner': {'params': params, 'opt': tx.init(params)},
+            'target': Byol.target_of(params)}
+
+  step = model.make_step(tx, schedule, ctx.train_rng, total_steps=ctx.total_steps)
+  return base.Built(init=init, phases=[base.Phase('train', step, base.all_learner_train)],
+                    super_batch_size=ctx.batch_size,
+                    predict_fns={'predict': model.predict, 'features': model.features},
+                    tx=tx, schedule=schedule, rela_hooks=model)

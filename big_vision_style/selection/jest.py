@@ -57,7 +57,8 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from big_vision_style import contrastive
-from big_vision_style import selection
+from big_vision_style.selection import batch
+from big_vision_style.selection import policies
 
 POLICIES = ('learnability', 'easy_reference', 'hard_learner')
 LOSSES = ('sigmoid', 'softmax')
@@ -87,10 +88,11 @@ class JointSample(NamedTuple):
 
 
 def needs(policy: str) -> set[str]:
-  """The models `policy` scores with: a subset of {'learner', 'reference'}."""
+  """The models `policy` scores with: a subset of {'learner', 'reference'} (policies.READS;
+  JEST's 'learner' is whichever model scores, config.selection.scorer)."""
   if policy not in _SIGNS:
     raise ValueError(f'Unknown JEST scoring policy {policy!r}: expected one of {POLICIES}.')
-  return {role for role, _ in _SIGNS[policy]}
+  return {'learner' if r == 'scorer' else r for r in policies.reads(policy, policies.CONTRASTIVE)}
 
 
 def _signed_models(policy: str, learner, reference) -> list[tuple[float, Embeddings]]:
@@ -187,7 +189,7 @@ def check_sizes(super_batch: int, num_selected: int, num_chunks: int, num_device
 
 def sizes(batch_size: int, filter_ratio: float, num_chunks: int, num_devices: int = 1):
   """(super-batch B, chunk size n) for learner batch b, filter ratio f and N chunks; checked."""
-  super_batch = selection.super_batch_size(batch_size, filter_ratio)  # f must be in [0, 1).
+  super_batch = batch.super_batch_size(batch_size, filter_ratio)  # f must be in [0, 1).
   check_sizes(super_batch, batch_size, num_chunks, num_devices)
   return super_batch, batch_size // num_chunks
 
@@ -201,7 +203,7 @@ def select_independent(learner=None, reference=None, *, num_selected: int, rng,
   Elementwise on global (sharded) embeddings, then `selection.select_indices`' global top-k.
   """
   _check_gain(gain)
-  return selection.select_indices(gain * diagonal_scores(learner, reference, policy=policy),
+  return batch.select_indices(gain * diagonal_scores(learner, reference, policy=policy),
                                   num_selected, rng, method=method)
 
 
@@ -306,7 +308,7 @@ def sample_joint(learner=None, reference=None, *, num_selected: int, num_chunks:
   def choose(state, selected, models_local, key, start):
     logits = jnp.where(selected, -jnp.inf, acc.logits(state, models_local))
     logits = _gather_vector(logits, start, total)  # [B], the same on every device.
-    chunk = selection.select_indices(gain * logits, chunk_size, key, method='sample')
+    chunk = batch.select_indices(gain * logits, chunk_size, key, method='sample')
     return chunk, logits
 
   def per_device(models_local, keys):
@@ -336,7 +338,7 @@ def sample_joint(learner=None, reference=None, *, num_selected: int, num_chunks:
     return chunks, logits
 
   sharded = Embeddings(P('data'), P('data'), P(), P())
-  fn = selection._shard_map(  # pylint: disable=protected-access
+  fn = batch.shard_map(
       per_device, mesh=mesh, in_specs=([sharded] * len(embs), P()), out_specs=(P(), P()))
   chunks, logits = fn(embs, keys)
   return JointSample(jnp.sort(chunks.reshape(-1)), chunks, logits)
