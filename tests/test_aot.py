@@ -96,15 +96,12 @@ def test_bad_topologies_say_what_to_write(spec, match):
     aot.parse_topology(spec)
 
 
-def test_list_and_placeholder_builder(monkeypatch, capsys):
+def test_list_and_a_bad_builder(capsys):
   assert aot.main(['--list']) == 0
   assert 'v5litepod' in capsys.readouterr().out
-  # Until the trainer provides build_program, --config says so and exits 3 (a stand-in
-  # module keeps this test from importing the whole trainer).
-  monkeypatch.setattr(aot, 'DEFAULT_BUILDER', 'big_vision_style.hlo_stats:build_program')
-  assert aot.main(['--config', 'experiments/jest/filter_ratio.py:tpu',
-                   '--topology', 'v5p:2x2x1']) == 3
-  assert 'build_program(config, mesh)' in capsys.readouterr().err
+  assert aot.main(['--config', 'experiments/jest/filter_ratio.py:tpu', '--topology',
+                   'v5p:2x2x1', '--builder', 'big_vision_style.hlo_stats:no_such']) == 2
+  assert "cannot import 'no_such'" in capsys.readouterr().err
 
 
 @needs_libtpu

@@ -439,7 +439,7 @@ def compile_on(topology: str | Topology, build: Callable[[Any], Program], *,
 # ----------------------------------------------------------------------------- the CLI
 
 # Where --config finds the trainer's builder, `build_program(config, mesh) -> program`.
-DEFAULT_BUILDER = 'big_vision_style.train:build_program'
+DEFAULT_BUILDER = 'big_vision_style.programs:build_program'
 
 
 def _load_builder(spec: str) -> Callable:
@@ -448,11 +448,6 @@ def _load_builder(spec: str) -> Callable:
     module = importlib.import_module(module_name)
     return getattr(module, attr)
   except (ImportError, AttributeError) as e:
-    if spec == DEFAULT_BUILDER:
-      raise NotImplementedError(
-          f'{DEFAULT_BUILDER} does not exist yet: the trainer has no `build_program(config, '
-          'mesh)` returning the step as (name, fn, args). Until it does, compile a step of your '
-          'own with --builder module:function, or from Python with aot.compile_on().') from e
     raise ValueError(f'--builder {spec!r}: cannot import {attr!r} from {module_name!r} ({e}).') \
         from e
 
@@ -505,9 +500,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   try:
     topologies = [parse_topology(t, args.num_slices) for t in args.topology]
     builder = _load_builder(args.builder)
-  except (ValueError, NotImplementedError) as e:
+  except ValueError as e:
     print(f'error: {e}', file=sys.stderr)
-    return 3 if isinstance(e, NotImplementedError) else 2
+    return 2
   config = None
   if args.config:
     from big_vision_style import config_utils  # pylint: disable=g-import-not-at-top
