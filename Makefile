@@ -15,7 +15,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PY) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
-	$(VENV)/bin/python -m pip install -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e '.[dev]'
+	$(VENV)/bin/python -m pip install -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e '.[dev,aot]'
 	touch $(STAMP)
 
 # Fashion-MNIST comes from Debian's dataset-fashion-mnist package (no download at run time).
@@ -28,10 +28,11 @@ data:
 	fi
 
 demo: setup data
-	$(VENV)/bin/python -m big_vision_style.tools.demo --workdir $(DEMO_WORKDIR)
+	JAX_PLATFORMS=cpu $(VENV)/bin/python -m big_vision_style.tools.demo --workdir $(DEMO_WORKDIR)
 
+# JAX_PLATFORMS=cpu: with libtpu installed (the aot extra) jax would otherwise probe for a TPU.
 test: setup data
-	$(VENV)/bin/python -m pytest tests
+	JAX_PLATFORMS=cpu $(VENV)/bin/python -m pytest tests
 
 clean:
 	rm -rf $(VENV) workdirs
