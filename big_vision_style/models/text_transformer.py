@@ -5,7 +5,8 @@ Token ids [N, L] (0 = padding, as `tokenizers` produces them) -> `(x, out)` like
 projection to `num_classes` outputs (the shared embedding size in a two-tower model; no
 projection if None). Same pre-LN encoder blocks as the ViT (`vit.Encoder`), with padding masked
 out of attention, so a caption's representation does not depend on how much padding follows it.
-`variant` takes the ViT's size names without a patch (`mu`, `Ti`, `S`, ...).
+`variant` takes the ViT's size names without a patch (`mu`, `Ti`, `S`, ...). `dtype_mm` and
+`remat` are the ViT's (bf16 matmuls; blocks recomputed in the backward pass), default off.
 """
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ class _Model(nn.Module):
   pool_type: str = 'mean'  # 'mean' of the non-padding tokens, or the 'last' non-padding one.
   dropout: float = 0.0
   head_zeroinit: bool = False  # A zero head maps every text to 0: no good for contrastive use.
-  dtype_mm: Any = jnp.float32
+  dtype_mm: Any = jnp.float32  # Matmul dtype of the encoder blocks, e.g. 'bfloat16'.
+  remat: bool = False  # nn.remat every encoder block (as the ViT's; models/vit.py).
 
   @nn.compact
   def __call__(self, text, *, train=False):
@@ -46,7 +48,7 @@ class _Model(nn.Module):
     # Padding neither attends nor is attended to (its own rows are ignored by the pooling).
     mask = nn.make_attention_mask(valid, valid)
     x = vit.Encoder(self.depth, self.mlp_dim, self.num_heads, self.dropout, self.dtype_mm,
-                    name='Transformer')(x, deterministic=not train, mask=mask)
+                    self.remat, name='Transformer')(x, deterministic=not train, mask=mask)
     out['encoded'] = x
     weights = valid.astype(x.dtype)
     if self.pool_type == 'mean':  # An all-padding text pools to zeros.

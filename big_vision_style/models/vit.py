@@ -7,6 +7,14 @@ FlexiViT: `model.apply(params, images, patch_size=8)` runs the same weights at a
 size (kernel and position embeddings resized, `models/flexi.py`; `flexi_resize` picks how).
 Parameters are always those of the native `patch_size`; without the argument nothing changes.
 The encoder blocks also take an optional attention `mask` (the text tower's padding).
+
+Memory at pod scale (the `:tpu` configs; results/aot/README.md), as big_vision does it:
+`dtype_mm='bfloat16'` runs the matmuls (patch embedding, attention, MLP) in bf16 while the
+parameters, the residual stream, the norms and the head stay float32; `remat=True` wraps each
+encoder block in `nn.remat` (jax.checkpoint), so that the backward pass recomputes a block's
+activations from its input instead of keeping them all: the same loss and gradients, about a
+third more FLOPs, far less memory. Both default off (float32, no remat): every local run is
+unchanged.
 """
 from __future__ import annotations
 
@@ -87,14 +95,18 @@ class Encoder(nn.Module):
   num_heads: int
   dropout: float = 0.0
   dtype_mm: Any = jnp.float32
+  remat: bool = False  # Recompute each block's activations in the backward pass.
 
   @nn.compact
   def __call__(self, x, deterministic=True, mask=None):
+    block = Encoder1DBlock
+    if self.remat:  # Parameters keep their names: a checkpoint loads either way.
+      block = nn.remat(Encoder1DBlock, static_argnums=(2,))  # 0 = self, 2 = deterministic.
     # Layers are unrolled rather than nn.scan-ned: simpler, and XLA's cost analysis then sees
     # every layer (it counts a while-loop body once; flops.py corrects for that anyway).
     for i in range(self.depth):
-      x = Encoder1DBlock(self.mlp_dim, self.num_heads, self.dropout, self.dtype_mm,
-                         name=f'encoderblock_{i}')(x, deterministic, mask)
+      x = block(self.mlp_dim, self.num_heads, self.dropout, self.dtype_mm,
+                name=f'encoderblock_{i}')(x, deterministic, mask)
     return nn.LayerNorm(name='encoder_norm')(x)
 
 
@@ -108,7 +120,8 @@ class _Model(nn.Module):
   pool_type: str = 'gap'  # 'gap' (global average) or 'tok' ([CLS] token).
   dropout: float = 0.0
   head_zeroinit: bool = True
-  dtype_mm: Any = jnp.float32
+  dtype_mm: Any = jnp.float32  # Matmul dtype, e.g. 'bfloat16' (parameters stay float32).
+  remat: bool = False  # nn.remat every encoder block (module doc).
   flexi_resize: str = 'pi'  # How a call-time patch_size resizes the kernel: 'pi' or 'bilinear'.
 
   @nn.compact
@@ -129,15 +142,17 @@ class _Model(nn.Module):
     x = jnp.reshape(x, [n, h * w, c])
     # Sized for the native patch, whatever this call's: parameters never depend on it.
     grid = (image.shape[1] // native[0], image.shape[2] // native[1])
+    # Float32 whatever dtype_mm is (the patch embedding's output is then promoted: the
+    # residual stream stays float32 with bf16 matmuls).
     pos = self.param('pos_embedding', nn.initializers.normal(stddev=1 / c ** 0.5),
-                     (1, grid[0] * grid[1], c), x.dtype)
+                     (1, grid[0] * grid[1], c), jnp.float32)
     x = x + flexi.resize_pos_embedding(pos, grid, (h, w))
     if self.pool_type == 'tok':
-      cls = self.param('cls', nn.initializers.zeros, (1, 1, c), x.dtype)
+      cls = self.param('cls', nn.initializers.zeros, (1, 1, c), jnp.float32)
       x = jnp.concatenate([jnp.tile(cls, [n, 1, 1]), x], axis=1)
     x = nn.Dropout(rate=self.dropout)(x, not train)
     x = Encoder(self.depth, self.mlp_dim, self.num_heads, self.dropout, self.dtype_mm,
-                name='Transformer')(x, deterministic=not train)
+                self.remat, name='Transformer')(x, deterministic=not train)
     out['encoded'] = x
     if self.pool_type == 'gap':
       x = jnp.mean(x, axis=1)
