@@ -12,7 +12,10 @@ their `-start`/`-done` pair (counted at the start, sized with the done's result)
 computation of the module is scanned once, so nesting does not matter; an op inside a `while`
 body is counted `executions` times when the loop's trip count is known (XLA's
 `known_trip_count`, or a condition `i < N` as jax's scan lowers to; TPU programs print no
-known_trip_count), and is flagged `unknown_trip_count` otherwise.
+known_trip_count), and is flagged `unknown_trip_count` otherwise. An op inside a `conditional`'s
+branch is counted once, as if its branch ran (so `summary` adds up every branch, an upper bound),
+and its `branch` names the conditional and the branch ('conditional.3:1', the index into
+branch_computations, or :true / :false; nested ones joined by '/'; '' outside any).
 
 Sizes are what the *compiled, partitioned* program holds: per-device shapes. Two numbers per op:
 
@@ -100,6 +103,7 @@ class Collective:
   executions: int = 1         # Times one call of the entry runs it (known loop trip counts).
   unknown_trip_count: bool = False  # Inside a while loop whose trip count XLA does not know.
   op_name: str = ''           # jax's metadata op_name, to trace it back to the source.
+  branch: str = ''            # The conditional branch it sits in ('' when it always runs).
 
   @property
   def dtypes(self) -> list[str]:
@@ -138,7 +142,8 @@ class Collective:
                 result_bytes=self.result_bytes, raw_bytes=self.raw_bytes,
                 moved_bytes_per_chip=self.moved_bytes_per_chip, group_size=self.group_size,
                 num_groups=self.num_groups, is_async=self.is_async, executions=self.executions,
-                unknown_trip_count=self.unknown_trip_count, op_name=self.op_name)
+                unknown_trip_count=self.unknown_trip_count, op_name=self.op_name,
+                branch=self.branch)
 
 
 @dataclasses.dataclass
@@ -400,7 +405,7 @@ def collectives(compiled_or_text) -> CollectiveStats:
     entry = list(comps)[-1]  # XLA prints the entry computation last.
 
   # Who calls whom; a while's body and condition run trip-count times (-1: unknown).
-  calls: dict[str, list[tuple[str, int]]] = {c: [] for c in comps}
+  calls: dict[str, list[tuple[str, int, str]]] = {c: [] for c in comps}
   for comp, instrs in comps.items():
     for ins in instrs:
       trips = _trip_count(ins, comps) if ins.opcode == 'while' else 1
@@ -408,24 +413,35 @@ def collectives(compiled_or_text) -> CollectiveStats:
         value = _attr(ins.attrs, key)
         if value is None:
           continue
-        for callee in re.findall(r'%?([\w.\-]+)', value):
+        for position, callee in enumerate(re.findall(r'%?([\w.\-]+)', value)):
           if callee in comps:
             looped = ins.opcode == 'while' and key in ('body', 'condition')
-            calls[comp].append((callee, (-1 if trips is None else trips) if looped else 1))
+            branch = ''
+            if ins.opcode == 'conditional' and key.endswith('_computation'):
+              branch = f'{ins.name}:{key.split("_")[0]}'  # true_computation -> ':true'.
+            elif ins.opcode == 'conditional' and key == 'branch_computations':
+              branch = f'{ins.name}:{position}'
+            calls[comp].append((callee, (-1 if trips is None else trips) if looped else 1,
+                                branch))
 
   # Executions of each computation per call of the entry: the sum over call paths of the product
   # of trip counts (a loop of unknown trip count counts once, and flags what it holds).
   executions: dict[str, int] = {}
   unknown: set[str] = set()
 
-  def visit(comp, times, in_unknown, depth=0):
+  branch_of: dict[str, str] = {}  # The branch path a computation was first reached by.
+
+  def visit(comp, times, in_unknown, depth=0, branch=''):
     if depth > 64:
       raise ValueError('HLO call graph too deep (cyclic?); cannot count loop executions.')
     executions[comp] = executions.get(comp, 0) + times
+    branch_of.setdefault(comp, branch)
     if in_unknown:
       unknown.add(comp)
-    for callee, trips in calls.get(comp, ()):
-      visit(callee, times * (trips if trips >= 0 else 1), in_unknown or trips < 0, depth + 1)
+    for callee, trips, where in calls.get(comp, ()):
+      inner = '/'.join(filter(None, (branch, where)))
+      visit(callee, times * (trips if trips >= 0 else 1), in_unknown or trips < 0, depth + 1,
+            inner)
 
   visit(entry, 1, False)
 
@@ -463,6 +479,7 @@ def collectives(compiled_or_text) -> CollectiveStats:
                             results=results, group_size=group_size, num_groups=num_groups,
                             is_async=is_async, executions=executions.get(comp, 1),
                             unknown_trip_count=comp in unknown,
+                            branch=branch_of.get(comp, ''),
                             op_name=op_name.group(1) if op_name else ''))
   return CollectiveStats(ops, num_partitions, replica_count)
 
