@@ -1,6 +1,5 @@
 """On-device data selection: scores, Gumbel-top-k sampling, and the sharded gather."""
 import itertools
-import re
 
 import jax
 import jax.numpy as jnp
@@ -9,6 +8,7 @@ from jax.sharding import PartitionSpec as P
 import numpy as np
 import pytest
 
+from big_vision_style import hlo_stats
 from big_vision_style import selection
 from big_vision_style import sharding
 
@@ -210,28 +210,28 @@ def test_gather_is_batch_at_indices():
 
 
 def test_gather_never_all_gathers_the_super_batch():
-  # The compiled (post-SPMD-partitioning) HLO of the gather must hold no collective whose
-  # result is as large as the super-batch of images. What it should hold instead is one
-  # reduce-scatter per array, of a [b/n, ...] result. Parsing collectives out of HLO text is
-  # a little brittle across XLA versions (and async collectives on GPU/TPU have tuple-shaped
-  # results the regex skips; these tests run on CPU), hence the positive check: if XLA renames
-  # the op, the test fails loudly rather than passing vacuously. The bound is b/n, not B: it also
-  # rejects what GSPMD makes of a plain `x[indices]` (an all-reduce of all b selected rows).
+  # The compiled (post-SPMD-partitioning) HLO of the gather must hold no collective as large as
+  # the super-batch of images, nor (outside the fallback branch) the whole selected batch: the
+  # common path moves [b/n, ...] buckets by collective-permute (tests/test_gather.py checks the
+  # bytes and the branches). The positive check makes the test fail loudly, rather than pass
+  # vacuously, if XLA renames the op. The bound is b/n, not B: it also rejects what GSPMD makes
+  # of a plain `x[indices]` (an all-reduce of all b selected rows).
   mesh = sharding.make_mesh()
   super_batch, num_selected = 64, 16
   batch = {'image': put(np.zeros((super_batch, 6, 5, 3), np.float32), mesh),
            'label': put(np.zeros(super_batch, np.int32), mesh)}
   idx = jnp.arange(num_selected, dtype=jnp.int32)
-  hlo = jax.jit(lambda b, i: selection.gather(b, i, mesh)).lower(batch, idx).compile().as_text()
-  collectives = re.findall(
-      r'= (\w+)\[([\d,]*)\][^ ]* (all-gather|all-reduce|reduce-scatter|all-to-all|'
-      r'collective-permute)(?:-start)?\(', hlo)
-  assert collectives, hlo
-  for dtype, dims, op in collectives:
-    dims = [int(d) for d in dims.split(',') if d]
-    # Nothing of the super-batch's size moves, not even the full selected batch.
-    assert not dims or dims[0] <= num_selected // 8, (dtype, dims, op)
-  assert ('f32', '2,6,5,3', 'reduce-scatter') in collectives, collectives
+  stats = hlo_stats.collectives(
+      jax.jit(lambda b, i: selection.gather(b, i, mesh)).lower(batch, idx).compile())
+  assert stats.ops, hlo_stats.format_table(stats)
+  for op in stats.ops:
+    for array in op.operands + op.results:
+      assert array.shape[0] < super_batch, op  # Nothing of the super-batch's size moves.
+      if 'gather_fallback' not in op.op_name:  # Not even the full selected batch.
+        assert array.shape[0] <= num_selected // 8, op
+  permuted = [op for op in stats.of_kind('collective-permute')
+              if 'gather_fallback' not in op.op_name]
+  assert hlo_stats.Array('f32', (2, 6, 5, 3)) in [a for op in permuted for a in op.results]
 
 
 # ----- Sizes -----

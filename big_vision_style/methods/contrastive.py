@@ -151,7 +151,8 @@ def build(ctx: base.Context) -> base.Built:
       else:
         indices = jest.select_independent(scorer_emb, reference_emb, num_selected=b,
                                           rng=rng_select, policy=sel['policy'], gain=sel['gain'])
-      chosen = selection.gather(batch, indices, ctx.mesh)
+      chosen, fallback = selection.gather(batch, indices, ctx.mesh, return_fallback=True)
+      measurements['selection/gather_fallback'] = fallback  # 1: rows moved the long way.
       if sel['policy'] != 'uniform':
         # Score of the chosen sub-batch vs that of the first b (an i.i.d. batch), per pair.
         for name, idx in (('selected', indices), ('iid', jnp.arange(b))):

@@ -155,12 +155,13 @@ def _select(models, sel, state, frozen, batch, b, rng, mesh, num_classes):
   scores = selection.score(sel['policy'], num_examples=batch['label'].shape[0], **losses)
   indices = selection.select_indices(scores, b, rng, method=sel['method'],
                                      temperature=sel['temperature'])
-  chosen = selection.gather(batch, indices, mesh)
+  chosen, fallback = selection.gather(batch, indices, mesh, return_fallback=True)
   # What the policy prefers: mean score of selected vs unselected, and label noise picked.
   is_chosen = jnp.zeros(scores.shape, bool).at[indices].set(True)
   num_rest = max(scores.shape[0] - b, 1)
   m = {'selection/score_selected': jnp.mean(scores[indices]),
-       'selection/score_unselected': jnp.sum(jnp.where(is_chosen, 0, scores)) / num_rest}
+       'selection/score_unselected': jnp.sum(jnp.where(is_chosen, 0, scores)) / num_rest,
+       'selection/gather_fallback': fallback}  # 1: this step's rows moved the long way.
   if 'label_flipped' in batch:
     m['selection/flipped_selected'] = jnp.mean(chosen['label_flipped'])
     m['selection/flipped_superbatch'] = jnp.mean(batch['label_flipped'])

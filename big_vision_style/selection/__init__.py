@@ -12,6 +12,8 @@ The mechanics and the policy table are re-exported here: `selection.gather(...)`
 """
 from big_vision_style.selection.batch import check_divisible
 from big_vision_style.selection.batch import gather
+from big_vision_style.selection.batch import gather_fallback
+from big_vision_style.selection.batch import gather_window
 from big_vision_style.selection.batch import METHODS
 from big_vision_style.selection.batch import select_indices
 from big_vision_style.selection.batch import shard_map
