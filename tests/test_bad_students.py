@@ -18,6 +18,7 @@ from big_vision_style import steps
 from big_vision_style import train
 from experiments.bad_students import policy_comparison
 from experiments.bad_students import reference as reference_config
+from tests.helpers import override
 
 
 @pytest.fixture(scope='module')
@@ -194,3 +195,16 @@ def test_scoring_forward_passes_are_counted(reference_dir, tmp_path):
   uniform, _ = train.train(_config(reference_dir, ',policy=uniform'), str(tmp_path / 'u'))
   # (Under 2% of even this smoke-sized learner's 20 MFLOP step.)
   assert 0 < uniform['flops/scoring'] < 0.02 * uniform['flops/learner']
+
+
+def test_a_reference_trained_on_another_device_layout_loads_onto_this_one(tmp_path):
+  """A reference trained on a smaller slice (here 2 of the 8 devices) is restored replicated
+  onto all of this run's devices (orbax alone refuses: "topology mismatch")."""
+  workdir = str(tmp_path / 'reference_on_2')
+  train.train(override(reference_config.get_config('runlocal'), mesh_devices=2, total_steps=2,
+                       evals={}), workdir)
+  params, _ = checkpointing.load_trained_params(workdir)
+  assert {len(x.sharding.device_set) for x in jax.tree.leaves(params)} == {8}
+  final, _ = train.train(override(_config(workdir, ',policy=learnability'), total_steps=2,
+                                  evals={}), str(tmp_path / 'learner'))
+  assert final['step'] == 2 and np.isfinite(final['train/loss'])

@@ -10,6 +10,7 @@ import numpy as np
 import optax
 import pytest
 
+from big_vision_style import id_table
 from big_vision_style import losses
 from big_vision_style import methods
 from big_vision_style import train
@@ -149,3 +150,74 @@ def test_no_library_module_imports_the_trainer_and_the_import_graph_has_no_cycle
 def test_sweeps_read_the_marker_the_trainer_writes():
   from experiments import sweep  # pylint: disable=g-import-not-at-top
   assert sweep.MARKER == train.FINAL_MARKER
+
+
+class ClusterMasked(LinearSoftmax):
+  """The toy method, trained only on the examples an earlier stage put in cluster 0: reads a
+  per-example table (id_table) through `prepare`, as Divide and Contrast's experts would."""
+
+  @staticmethod
+  def prepare(config, source):
+    table = id_table.load(config.cluster_table, what='cluster table', how='run the stage')
+    return id_table.with_columns(source, {'cluster': table}), {}
+
+  @staticmethod
+  def build(ctx):
+    built = LinearSoftmax.build(ctx)
+    inner = built.phases[0].step
+
+    def step(state, frozen, batch, step):
+      weight = (batch['cluster'] == 0).astype(batch['image'].dtype)
+      # Examples of other clusters become all-zero images with no gradient on w.
+      return inner(state, frozen, {**batch, 'image': batch['image'] * weight[:, None, None, None]},
+                   step)
+
+    built.phases[0].step = step
+    return built
+
+
+def test_a_multi_stage_method_runs_through_the_stage_runner_and_resumes_by_stage(
+    toy_method, tmp_path):
+  from big_vision_style import checkpointing  # pylint: disable=g-import-not-at-top
+  from big_vision_style import datasets  # pylint: disable=g-import-not-at-top
+  from big_vision_style import stages  # pylint: disable=g-import-not-at-top
+  methods.register('toy_expert', ClusterMasked)
+  calls = []
+
+  def cluster(stage_dir, out):  # "k-means": the base model's predicted class, by id.
+    calls.append(stage_dir)
+    params, _ = checkpointing.load_trained_params(out['base']['workdir'])
+    source = datasets.get_source(_config().data, 'train')
+    images = np.asarray(source.images, np.float32).reshape(len(source), -1) / 255
+    assign = np.argmax(images @ params['w'] + params['b'], -1) % 2
+    ids = np.asarray(source.ids)
+    path = os.path.join(stage_dir, 'assign.npz')
+    id_table.save(path, ids, assign, {'producer': 'test'})
+    return {'table': path, 'flops': 2.0 * images.size * 10}
+
+  def expert_config(out):
+    config = override(_config(), objective='toy_expert')
+    with config.unlocked():
+      config.cluster_table = out['cluster']['table']
+    return config
+
+  pipeline = [stages.TrainStage('base', lambda out: _config()),
+              stages.ComputeStage('cluster', cluster),
+              stages.TrainStage('expert', expert_config)]
+  stop_expert = lambda config, workdir: train.train(
+      config, workdir, stop_after_step=4 if workdir.endswith('expert') else None)
+  try:
+    first = stages.run_stages(pipeline, str(tmp_path / 'split'), train_fn=stop_expert)
+    assert first['preempted'] == 'expert' and len(calls) == 1
+    done = stages.run_stages(pipeline, str(tmp_path / 'split'), train_fn=train.train)
+    assert len(calls) == 1  # The finished stages were not run again...
+    straight = stages.run_stages(pipeline, str(tmp_path / 'straight'), train_fn=train.train)
+  finally:
+    methods.unregister('toy_expert')
+  # ... and the expert resumed exactly where it stopped.
+  split, _ = checkpointing.load_trained_params(done['expert']['workdir'])
+  whole, _ = checkpointing.load_trained_params(straight['expert']['workdir'])
+  jax.tree.map(np.testing.assert_array_equal, split, whole)
+  assert done['total_flops'] == pytest.approx(sum(done[n]['flops'] for n in
+                                                  ('base', 'cluster', 'expert')))
+  assert done['expert']['flops'] > 0 and done['cluster']['flops'] > 0
