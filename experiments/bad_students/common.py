@@ -23,6 +23,9 @@ LOCAL_ACTORS = {
     'mu': dict(width=8, depth=1, mlp_dim=32, num_heads=1, patch_size=(7, 7)),
 }
 
+# The `tpu` models' matmul precision (models/vit.py `dtype_mm`); local runs stay float32.
+TPU_BF16 = dict(dtype_mm='bfloat16')
+
 ARGS = dict(runlocal=False, tpu=False, seed=0, policy='learnability', filter_ratio=0.5,
             method='sample', temperature=1.0, label_noise=0.0, actor='Ti', reference='pretrained',
             reference_workdir='', score_cache='', steps=800, batch=128, lr=1e-3)
@@ -87,11 +90,16 @@ def _tpu(config, arg):
                       prefetch=8, pp=dict(image_size=224, mean=(0.5, 0.5, 0.5),
                                           std=(0.5, 0.5, 0.5)))
   config.model_name = 'vit'
-  config.model = dict(variant='L/16', pool_type='gap')
+  # bf16 matmuls (float32 parameters, optimiser state, residual stream and norms) everywhere,
+  # and the ViT-L learner's blocks rematerialised: in float32 without remat its step needs
+  # 62.8 GiB per chip on v4-32 (results/aot/README.md).
+  config.model = dict(variant='L/16', pool_type='gap', **TPU_BF16, remat=True)
   config.actor_model_name = 'vit'
-  config.actor_model = dict(variant=f'{arg.actor}/16', pool_type='gap')
+  # The B/16 actor (half the learner) trains on the whole batch like the learner: remat too.
+  config.actor_model = dict(variant=f'{arg.actor}/16', pool_type='gap', **TPU_BF16,
+                            remat=arg.actor == 'B')
   config.reference_model_name = 'vit'
-  config.reference_model = dict(variant='Ti/16', pool_type='gap')
+  config.reference_model = dict(variant='Ti/16', pool_type='gap', **TPU_BF16)
   config.reference_workdir = 'gs://YOUR_BUCKET/bad_students/reference_holdout'
   config.total_epochs = 90
   config.label_smoothing = 0.1

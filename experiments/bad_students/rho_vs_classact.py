@@ -35,5 +35,5 @@ def get_config(arg=None):
   config = common.base_config(arg)
   config.selection.update(_VARIANTS[arg.variant])
   if arg.tpu:
-    config.model = dict(variant='B/16', pool_type='gap')
+    config.model = dict(variant='B/16', pool_type='gap', **common.TPU_BF16, remat=True)
   return config

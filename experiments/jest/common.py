@@ -132,15 +132,19 @@ def _tpu(config, arg):
   config.input = dict(batch_size=32_768, channels=3, augment=(), num_threads=32, prefetch=2,
                       pp=dict(image_size=256, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)))
   config.model_name = 'two_towers'
+  # bf16 matmuls (float32 parameters, optimiser state, residual stream and norms) and both
+  # towers' blocks rematerialised: without them the step needs 42 GiB per chip on 256 v4 chips
+  # (results/aot/README.md). The reference only runs forward: remat does nothing there.
+  tower = dict(dtype_mm='bfloat16', remat=True)
   config.model = ml_collections.ConfigDict(dict(
-      embed_dim=768, image=dict(variant='B/16', pool_type='gap'),
-      text=dict(variant='B', vocab_size=257_152)))
+      embed_dim=768, image=dict(variant='B/16', pool_type='gap', **tower),
+      text=dict(variant='B', vocab_size=257_152, **tower)))
   config.reference_model_name = 'two_towers'
   config.reference_model = ml_collections.ConfigDict(config.model.to_dict())
   config.actor_model_name = 'two_towers'
   config.actor_model = ml_collections.ConfigDict(dict(
-      embed_dim=768, image=dict(variant='Ti/16', pool_type='gap'),
-      text=dict(variant='Ti', vocab_size=257_152)))
+      embed_dim=768, image=dict(variant='Ti/16', pool_type='gap', dtype_mm='bfloat16'),
+      text=dict(variant='Ti', vocab_size=257_152, dtype_mm='bfloat16')))
   config.reference_workdir = 'gs://YOUR_BUCKET/jest/reference_cc12m'
   config.flexi_patch = (32, 32)
   config.total_steps = arg.steps if arg.steps != ARGS['steps'] else 100_000  # 3.3B examples.

@@ -45,7 +45,7 @@ TPU_DATASETS = {
     'cifar100': dict(data='tfds:cifar100', test_split='test', image_size=32, student='S/4',
                      batch=512, holdout=5_000),
     'imagenet': dict(data='tfds:imagenet2012', test_split='validation', image_size=224,
-                     student='B/16', batch=4096, holdout=50_000),
+                     student='B/16', batch=4096, holdout=50_000, remat=True),
 }
 TPU_PRIORS = ('none', 'random', 'cifar10', 'cifar100', 'imagenet', 'siglip')
 SIGLIP_NPZ = 'gs://big_vision/siglip/webli_en_b16_224_63724782.npz'
@@ -158,7 +158,11 @@ def _tpu(config, arg):
                       augment=() if byol else ('flip', 'crop'), num_threads=32, prefetch=8,
                       pp=dict(image_size=d['image_size'], mean=(0.5,) * 3, std=(0.5,) * 3))
   config.model_name = 'vit'
-  config.model = dict(variant=d['student'], pool_type='gap')
+  # bf16 matmuls (float32 parameters, optimiser state, residual stream and norms); on ImageNet
+  # the blocks rematerialised too: BYOL runs the student on two views, 2 x 4096 images of
+  # ViT-B/16 per step.
+  config.model = dict(variant=d['student'], pool_type='gap', dtype_mm='bfloat16',
+                      remat=d.get('remat', False))
   config.total_epochs = 100.0  # The paper trains every budget for the same number of epochs.
   config.optax = dict(lr=1e-3, wd=0.05 if byol else 1e-4, b1=0.9, b2=0.999, warmup_frac=0.05,
                       clip_norm=1.0)

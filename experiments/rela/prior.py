@@ -54,7 +54,7 @@ def get_config(arg=None):
                         prefetch=8, split=split,
                         pp=dict(image_size=size, mean=(0.5,) * 3, std=(0.5,) * 3))
     config.model_name = 'vit'
-    config.model = dict(variant=variant, pool_type='gap')
+    config.model = dict(variant=variant, pool_type='gap', dtype_mm='bfloat16')
     config.log_training_steps, config.ckpt_steps, eval_every = 100, 2000, 2000
   else:
     data, split, epochs = LOCAL[arg.prior]

@@ -1,0 +1,533 @@
+r"""Compile every `:tpu` config's train step for TPU slices and find the smallest slice it fits
+on (the one its docstring names), and the JEST step from 64 to 1024 v5p chips, with
+tools/aot.py; writes results/aot/ (its README.md reads the files).
+
+  python -m big_vision_style.tools.aot_sweep --out results/aot           # everything, resumable
+  python -m big_vision_style.tools.aot_sweep --out results/aot --only jest_filter_ratio
+  python -m big_vision_style.tools.aot_sweep --out results/aot --report  # tables only
+  python -m big_vision_style.tools.aot_sweep --list                      # the entries
+
+Every entry is one config (the arm of it that needs the most memory, `ENTRIES`) and a ladder
+of slices (v4, 4 to 1024 chips). Its search compiles it at a first guess, then one slice
+smaller while it fits, or one larger while it does not, until the smallest slice that fits
+and the one below it are both compiled (`next_topology`); all entries advance one compile per
+round, so an interrupted sweep has a first number for each. The JEST scaling entries compile
+at one slice each. An entry whose config is the same dict as an earlier one's is not compiled
+again: the table says "= <that config>".
+
+Each compile is one run, in its own process, of the command a person would type,
+
+  python -m big_vision_style.tools.aot --config SPEC --topology SLICE --out RAW.json
+
+(libtpu holds GBs of host memory compiling a large program; a fresh process gives them back),
+niced, and killed if the host's available memory falls under --mem_floor_gib (the host is
+shared; a killed compile is retried by the next run). `<out>/raw/<entry>@<slice>.json` keeps
+its report with what made it: the command, the digest of the config (its whole `to_dict()`),
+the digest of the code that builds and compiles the step (big_vision_style/**/*.py), the
+commit, libtpu's version, wall time and the compiler process's peak host memory. A rerun
+skips every compile whose raw report has the same config and code digests (an edit of a
+config's docstring changes neither), so the sweep resumes where it stopped.
+
+Outputs: aot.json (per entry: its compiles, with reports less the per-op collective list, and
+its smallest fitting slice), table.md, jest_scaling.json and jest_scaling.md.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import glob
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+GIB = 2**30
+
+
+# Slices of one generation by size (Google's default shapes: aot.parse_topology('v4-N')).
+V4 = ('v4:2x2x1', 'v4:2x2x2', 'v4:2x2x4', 'v4:2x4x4', 'v4:4x4x4', 'v4:4x4x8', 'v4:4x8x8',
+      'v4:8x8x8', 'v4:8x8x16')
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+  """One :tpu config (its most memory-hungry arm), searched for the smallest slice of `ladder`
+  that fits: compiled first at `start`, then one slice smaller while it fits, or one larger
+  while it does not, until the smallest fitting slice and the one below it (or the ladder's
+  first) are both compiled."""
+  name: str      # Unique; raw files are named after it.
+  spec: str      # --config of tools/aot.py.
+  start: str     # First slice compiled (a guess from the memory of similar steps).
+  arm: str = ''  # Which arm of the config, and why that one.
+  ladder: tuple[str, ...] = V4
+  fixed: bool = False  # Compile at `start` only (the scaling study).
+
+
+def key(name: str, topology: str) -> str:
+  return f'{name}@{topology.replace(":", "_")}'
+
+
+JEST = 'experiments/jest/filter_ratio.py:tpu'
+SCALING_SLICES = ('v5p:4x4x4', 'v5p:4x4x8', 'v5p:4x8x8', 'v5p:8x8x8', 'v5p:8x8x16')
+BS = 'experiments/bad_students/'
+JE = 'experiments/jest/'
+RE = 'experiments/rela/'
+
+ENTRIES = [
+    # Bad Students: ViT-L/16 learner (bf16, remat), b = 4096, f = 0.5 (B = 8192).
+    Entry('bs_policy_comparison', BS + 'policy_comparison.py:tpu', 'v4:2x2x2',
+          'learnability, Ti actor and Ti reference, both live (the default)'),
+    Entry('bs_policy_comparison_rho', BS + 'policy_comparison.py:tpu,policy=rho', 'v4:2x2x2',
+          'RHO: the ViT-L learner itself scores the super-batch (B = 8192) before its update'),
+    Entry('bs_compute_scaling_S', BS + 'compute_scaling.py:tpu,actor=S', 'v4:2x2x2',
+          'learnability with the S/16 actor, the larger of its two actors (the budget only '
+          'sets the epochs)'),
+    Entry('bs_actor_size_sweep_B', BS + 'actor_size_sweep.py:tpu,actor=B', 'v4:2x2x2',
+          'actor B/16, the largest (the reference has the actor\'s size)'),
+    Entry('bs_compute_amortisation', BS + 'compute_amortisation.py:tpu', 'v4:2x2x2',
+          'cached reference scores, its only arm'),
+    Entry('bs_rho_vs_classact_online', BS + 'rho_vs_classact.py:tpu,variant=online',
+          'v4:2x2x1', 'ClassAct-Online: the Ti reference trains on the whole super-batch '
+          '(B = 8192) besides the ViT-B/16 learner (bf16, remat)'),
+    Entry('bs_reference', BS + 'reference.py:tpu', 'v4:2x2x1', 'the Ti/16 reference, b = 4096'),
+    Entry('bs_active_clip', BS + 'active_clip.py:tpu', 'v4:4x4x8',
+          'pool=curated (the pools differ only in the reference checkpoint): two-tower B '
+          'learner, Ti actor trained on b = 32768, B reference on B = 65536'),
+    # JEST: two towers, B/16 image + B text (bf16, remat), b = 32768.
+    Entry('jest_filter_ratio_f0.9', JE + 'filter_ratio.py:tpu,filter_ratio=0.9', 'v4:8x8x8',
+          'f = 0.9 (B = 327,680), joint learnability: the largest super-batch of Fig. 3'),
+    Entry('jest_filter_ratio', JEST, 'v4:4x8x8', 'f = 0.8 (B = 163,840), the paper\'s setting'),
+    Entry('jest_reference_curation', JE + 'reference_curation.py:tpu', 'v4:4x8x8',
+          'pool=curated (the pools differ only in the reference checkpoint)'),
+    Entry('jest_sampler_quality', JE + 'sampler_quality.py:tpu', 'v4:4x8x8', 'its only config'),
+    Entry('jest_table1', JE + 'table1.py:tpu', 'v4:4x8x8',
+          'method_name=jest (method_name=siglip is an i.i.d. step like jest_reference\'s)'),
+    Entry('jest_variants_softmax', JE + 'variants.py:tpu,loss=softmax', 'v4:4x8x8',
+          'softmax (CLIP) loss, joint f = 0.8: its sampler recomputes log-sum-exps for every '
+          'chunk (the hard-learner arms, f up to 0.9, run no reference)'),
+    Entry('jest_flexi', JE + 'flexi.py:tpu', 'v4:4x4x8',
+          'Flexi-JEST, f = 0.8: scores at patch 32, trains half the batch at each patch size'),
+    Entry('jest_reference', JE + 'reference.py:tpu', 'v4:4x4x4',
+          'the reference: i.i.d. SigLIP, b = 32768'),
+    # ReLA: ViT students (bf16; remat on ImageNet).
+    Entry('rela_table1_imagenet', RE + 'table1.py:tpu,dataset=imagenet,objective=byol,'
+          'prior=siglip', 'v4:2x2x4', 'ImageNet, BYOL (two views of 4096 on ViT-B/16), '
+          'SigLIP prior: the grid\'s largest dataset and student; its BYOL phase (the last)'),
+    Entry('rela_imagenet_claims', RE + 'imagenet_claims.py', 'v4:2x2x4',
+          'claim=half_beats_full, arm=rela (BYOL with the SigLIP prior; the other arms drop '
+          'ReLA); its BYOL phase'),
+    Entry('rela_table1_cifar100', RE + 'table1.py:tpu,dataset=cifar100,objective=byol,'
+          'prior=cifar10', 'v4:2x2x1', 'CIFAR-100, BYOL, ViT-S/4 student (32 px): the grid\'s '
+          'CIFAR arms'),
+    Entry('rela_prior_imagenet', RE + 'prior.py:tpu,prior=imagenet', 'v4:2x2x1',
+          'the ImageNet prior, ViT-S/16 at 224 px, b = 1024 (the CIFAR priors see 32 px)'),
+] + [Entry(f'jest_scaling_{t.split(":")[1]}', JEST, t, 'f = 0.8', ladder=(t,), fixed=True)
+     for t in SCALING_SLICES]
+# The order of each round: the headline steps and the scaling study first.
+_FIRST = ('bs_policy_comparison', 'jest_filter_ratio', *(f'jest_scaling_{t.split(":")[1]}'
+                                                         for t in SCALING_SLICES))
+ENTRIES.sort(key=lambda e: _FIRST.index(e.name) if e.name in _FIRST else len(_FIRST))
+
+
+def next_topology(entry: Entry, results: dict[str, bool | None]) -> str | None:
+  """The next slice to compile for `entry`, given {slice: fits (None: no report)}; None when
+  its search is over."""
+  if entry.start not in results:
+    return entry.start
+  if entry.fixed or any(v is None for v in results.values()):
+    return None
+  ladder = list(entry.ladder)
+  fits = [ladder.index(t) for t, ok in results.items() if ok]
+  if fits:
+    low = min(fits)
+    if low == 0 or ladder[low - 1] in results:
+      return None
+    return ladder[low - 1]
+  high = max(ladder.index(t) for t in results)
+  return None if high == len(ladder) - 1 else ladder[high + 1]
+
+
+# ----------------------------------------------------------------------------- provenance
+
+
+def config_digest(spec: str) -> tuple[str, dict]:
+  from big_vision_style import config_utils  # pylint: disable=g-import-not-at-top
+  d = config_utils.load_config(spec).to_dict()
+  text = json.dumps(d, sort_keys=True, default=str)
+  return hashlib.sha256(text.encode()).hexdigest()[:16], d
+
+
+def code_digest(root: str = '.') -> str:
+  """Of every module that builds or compiles a step (not this sweep, not the configs)."""
+  h = hashlib.sha256()
+  for path in sorted(glob.glob(os.path.join(root, 'big_vision_style', '**', '*.py'),
+                               recursive=True)):
+    if path.endswith(os.path.join('tools', 'aot_sweep.py')):
+      continue
+    h.update(os.path.relpath(path, root).encode())
+    with open(path, 'rb') as f:
+      h.update(f.read())
+  return h.hexdigest()[:16]
+
+
+def _git(*args) -> str:
+  try:
+    return subprocess.run(['git', *args], capture_output=True, text=True, check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return ''
+
+
+def _libtpu_version() -> str:
+  try:
+    from importlib import metadata  # pylint: disable=g-import-not-at-top
+    return metadata.version('libtpu')
+  except Exception:  # pylint: disable=broad-except
+    return 'unknown'
+
+
+# ----------------------------------------------------------------------------- compiling
+
+
+def command(spec: str, topology: str, out_path: str) -> list[str]:
+  return [sys.executable, '-m', 'big_vision_style.tools.aot', '--config', spec,
+          '--topology', topology, '--out', out_path]
+
+
+def shown_command(spec: str, topology: str, name: str) -> str:
+  return (f'python -m big_vision_style.tools.aot --config {spec} --topology {topology} '
+          f'--out {key(name, topology)}.json')
+
+
+def _mem_available() -> float:
+  with open('/proc/meminfo') as f:
+    for line in f:
+      if line.startswith('MemAvailable:'):
+        return float(line.split()[1]) * 1024
+  return float('inf')
+
+
+def _run_guarded(cmd, timeout: float, mem_floor: float):
+  """Runs `cmd`; kills it if it outlives `timeout` or if the host's available memory falls
+  under `mem_floor` bytes (the host is shared: better this compile than someone's tests).
+  (returncode, stdout, stderr, why killed or None, peak RSS bytes)."""
+  with tempfile.TemporaryFile('w+') as out, tempfile.TemporaryFile('w+') as err:
+    proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, start_new_session=True)
+    t0, killed, peak = time.time(), None, 0.0
+    while proc.poll() is None:
+      try:
+        with open(f'/proc/{proc.pid}/status') as f:
+          peak = max(peak, float(f.read().split('VmRSS:')[1].split()[0]) * 1024)
+      except (OSError, IndexError, ValueError):
+        pass
+      if time.time() - t0 > timeout:
+        killed = f'timeout after {timeout:.0f} s'
+      elif _mem_available() < mem_floor:
+        killed = f'host memory: under {mem_floor / GIB:.1f} GiB available'
+      if killed:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        break
+      time.sleep(1)
+    out.seek(0)
+    err.seek(0)
+    return proc.returncode, out.read(), err.read(), killed, peak
+
+
+def compile_one(entry: Entry, topology: str, out: str, digests: tuple[str, str],
+                timeout: float, mem_floor: float) -> dict:
+  raw_dir = os.path.join(out, 'raw')
+  os.makedirs(raw_dir, exist_ok=True)
+  k = key(entry.name, topology)
+  tmp = os.path.join(raw_dir, f'.{k}.aot.json')
+  if os.path.exists(tmp):
+    os.remove(tmp)
+  t0 = time.time()
+  rc, stdout, stderr, killed, peak = _run_guarded(command(entry.spec, topology, tmp), timeout,
+                                                  mem_floor)
+  record = {'name': entry.name, 'spec': entry.spec, 'topology': topology, 'arm': entry.arm,
+            'command': shown_command(entry.spec, topology, entry.name), 'returncode': rc,
+            'killed': killed, 'config_digest': digests[0], 'code_digest': digests[1],
+            'commit': _git('rev-parse', 'HEAD'),
+            'uncommitted_changes': bool(_git('status', '--porcelain', '--', 'big_vision_style',
+                                             'experiments')),
+            'libtpu': _libtpu_version(), 'wall_s': round(time.time() - t0, 1), 'host_peak_rss_gib': round(peak / GIB, 2),
+            'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+            'stdout_tail': stdout[-3000:], 'stderr_tail': stderr[-3000:], 'report': None}
+  if os.path.exists(tmp):
+    with open(tmp) as f:
+      record['report'] = json.load(f)[0]
+    os.remove(tmp)
+  if killed:  # Not a result: a rerun tries again.
+    print(f'killed {k}: {killed}', flush=True)
+    return record
+  path = os.path.join(raw_dir, f'{k}.json')
+  with open(path + '.tmp', 'w') as f:
+    json.dump(record, f, indent=1)
+  os.replace(path + '.tmp', path)
+  return record
+
+
+def load_raw(out: str, name: str, topology: str) -> dict | None:
+  path = os.path.join(out, 'raw', f'{key(name, topology)}.json')
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def _fits(record: dict) -> bool | None:
+  return None if record.get('report') is None else bool(record['report']['fits'])
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def _gib(x):
+  return None if x is None else x / GIB
+
+
+def _fmt(x, digits=2):
+  return '-' if x is None else f'{x:.{digits}f}'
+
+
+def summarise(record: dict) -> dict:
+  """The numbers of one compile the tables show (memory breakdown, FLOPs and collectives are
+  None where the compiler ran out of memory and gave only its own total)."""
+  r = record.get('report')
+  if r is None:
+    return {'compiled': False}
+  mem = r.get('memory') or {}
+  coll = r.get('collectives') or {}
+  kinds = {k: {'count': v['count'], 'executions': v.get('executions', v['count']),
+               'raw_bytes': v['raw_bytes'], 'moved_bytes_per_chip': v['moved_bytes_per_chip']}
+           for k, v in (coll.get('summary') or {}).items()}
+  flops = r.get('flops_total')
+  return {'compiled': True, 'fits': r['fits'], 'needed_gib': _gib(r['needed_bytes']),
+          'usable_hbm_gib': _gib(r['usable_hbm_bytes']), 'margin_gib': _gib(r['margin_bytes']),
+          'argument_gib': _gib(mem.get('argument_bytes')),
+          'output_gib': _gib(mem.get('output_bytes')), 'alias_gib': _gib(mem.get('alias_bytes')),
+          'temp_gib': _gib(mem.get('temp_bytes')), 'peak_gib': _gib(mem.get('peak_memory_bytes')),
+          'generated_code_gib': _gib(mem.get('generated_code_bytes')),
+          'tflop_per_step': None if flops is None else flops / 1e12,
+          'tflop_per_chip': None if flops is None else flops / 1e12 / r['num_devices'],
+          'collective_moved_gib_per_chip': _gib(coll.get('moved_bytes_per_chip')),
+          'collectives': kinds, 'compile_s': r['compile_s'], 'compile_cpu_s': r['compile_cpu_s'],
+          'lower_s': r['lower_s'], 'compiler_oom': bool(r.get('compiler_oom')),
+          'num_chips': r['num_chips'], 'program': r['name'], 'notes': r.get('notes', [])}
+
+
+def _slim(report: dict | None) -> dict | None:
+  """The report without its per-op collective list (kept in raw/)."""
+  if report is None:
+    return None
+  report = dict(report)
+  if report.get('collectives'):
+    report['collectives'] = {k: v for k, v in report['collectives'].items() if k != 'ops'}
+  if report.get('compiler_oom'):
+    report['compiler_oom'] = report['compiler_oom'][:600]
+  return report
+
+
+def _kind_cell(s: dict) -> str:
+  parts = [f'{k} {v["moved_bytes_per_chip"] / GIB:.3g}'
+           for k, v in sorted(s.get('collectives', {}).items(),
+                              key=lambda kv: -kv[1]['moved_bytes_per_chip'])
+           if v['moved_bytes_per_chip'] >= 2**20]
+  return ', '.join(parts) or '-'
+
+
+def main_table(entries_out: list[dict]) -> str:
+  lines = ['| config, arm | slice | chips | GiB/chip | HBM GiB | fits | TFLOP/step | '
+           'collectives GiB/chip (by kind) | compile s (CPU) |',
+           '|---|---|---:|---:|---:|:---:|---:|---|---:|']
+  for e in entries_out:
+    if e['fixed']:
+      continue
+    label = f'`{e["spec"]}`'
+    if e['same_as']:
+      lines.append(f'| {label} | {e["minimum"] or "-"} | | | | | | = `{e["same_as"]}` (the '
+                   'same config) | |')
+      continue
+    for c in e['compiles']:
+      s = c['summary']
+      top = c['topology']
+      if c['topology'] == e['minimum']:
+        top += ' **(minimum)**' if e['minimum_proven'] else ' (fits; smaller not compiled)'
+      if not s['compiled']:
+        lines.append(f'| {label} | {top} | | | | failed (rc {c["returncode"]}) | | | |')
+        continue
+      fits = 'yes' if s['fits'] else ('no (compiler OOM)' if s['compiler_oom'] else 'no')
+      moved = ('-' if s['collective_moved_gib_per_chip'] is None else
+               f'{s["collective_moved_gib_per_chip"]:.3g} ({_kind_cell(s)})')
+      tflop = '-' if s['tflop_per_step'] is None else f'{s["tflop_per_step"]:.4g}'
+      lines.append(f'| {label} | {top} | {s["num_chips"]} | {_fmt(s["needed_gib"])} | '
+                   f'{_fmt(s["usable_hbm_gib"])} | {fits} | {tflop} | {moved} | '
+                   f'{s["compile_s"]:.0f} ({s["compile_cpu_s"]:.0f}) |')
+      label = ''
+  return '\n'.join(lines)
+
+
+def scaling_table(entries_out: list[dict]) -> str:
+  rows = [c for e in entries_out if e['fixed'] for c in e['compiles'] if c['summary']['compiled']]
+  kinds = sorted({k for c in rows for k in c['summary'].get('collectives', {})})
+  head = (['chips', 'slice', 'arguments', 'temporaries', 'outputs - aliased', 'XLA peak',
+           'needed', 'fits', 'TFLOP/step', 'TFLOP/chip'] + [f'{k}' for k in kinds] +
+          ['all collectives'])
+  lines = ['| ' + ' | '.join(head) + ' |', '|' + '---:|' * len(head)]
+  for c in rows:
+    s = c['summary']
+    cells = [str(s['num_chips']), c['topology']]
+    if s['compiler_oom']:
+      cells += ['-'] * 4 + [_fmt(s['needed_gib']), 'no (OOM)'] + ['-'] * (len(kinds) + 3)
+    else:
+      cells += [_fmt(s['argument_gib']), _fmt(s['temp_gib']),
+                _fmt(s['output_gib'] - s['alias_gib']), _fmt(s['peak_gib']),
+                _fmt(s['needed_gib']), 'yes' if s['fits'] else 'no',
+                f'{s["tflop_per_step"]:.4g}', f'{s["tflop_per_chip"]:.4g}']
+      cells += [_fmt(_gib(s['collectives'].get(k, {}).get('moved_bytes_per_chip', 0.0)), 3)
+                for k in kinds] + [_fmt(s['collective_moved_gib_per_chip'], 3)]
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
+def collect(out: str, entries: list[Entry], code: str, digests: dict[str, str]) -> list[dict]:
+  """Every entry with its compiles (ladder order) and its smallest fitting slice."""
+  result, by_digest = [], {}
+  for e in entries:
+    digest = digests[e.spec]
+    first = e if e.fixed else by_digest.setdefault(digest, e)
+    compiles = []
+    for t in e.ladder:
+      rec = load_raw(out, e.name, t)
+      if rec is None:
+        continue
+      compiles.append({
+          **{k: rec.get(k) for k in ('topology', 'command', 'config_digest', 'code_digest',
+                                     'commit', 'uncommitted_changes', 'libtpu', 'wall_s', 'host_peak_rss_gib', 'date',
+                                     'returncode')},
+          'stale': rec.get('code_digest') != code or rec.get('config_digest') != digest,
+          'summary': summarise(rec), 'report': _slim(rec.get('report'))})
+    fitting = [c['topology'] for c in compiles if c['summary'].get('fits')]
+    low = fitting[0] if fitting else None
+    below = None if low is None or e.ladder.index(low) == 0 else e.ladder[e.ladder.index(low) - 1]
+    entry = {'name': e.name, 'spec': e.spec, 'arm': e.arm, 'fixed': e.fixed,
+             'config_digest': digest, 'same_as': None, 'compiles': compiles,
+             'minimum': low,  # The smallest slice compiled that fits...
+             # ...and whether it is the smallest of the ladder that does: the first, or the one
+             # below it was compiled and does not fit.
+             'minimum_proven': low is not None and (below is None or any(
+                 c['topology'] == below and c['summary'].get('fits') is False
+                 for c in compiles))}
+    if first is not e and not e.fixed:
+      twin = next(r for r in result if r['name'] == first.name)
+      entry.update(same_as=first.spec, minimum=twin['minimum'],
+                   minimum_proven=twin['minimum_proven'], compiles=[])
+    result.append(entry)
+  return result
+
+
+def write_outputs(out: str, entries: list[Entry], code: str, digests: dict[str, str]):
+  collected = collect(out, entries, code, digests)
+  main_rows = [e for e in collected if not e['fixed']]
+  scaling = [e for e in collected if e['fixed']]
+  with open(os.path.join(out, 'aot.json'), 'w') as f:
+    json.dump(main_rows, f, indent=1)
+  with open(os.path.join(out, 'jest_scaling.json'), 'w') as f:
+    json.dump(scaling, f, indent=1)
+  compiles = [c for e in collected for c in e['compiles']]
+  commits = sorted({c['commit'][:10] for c in compiles if c.get('commit')})
+  libtpu = sorted({c['libtpu'] for c in compiles if c.get('libtpu')})
+  stale = sorted({e['name'] for e in collected for c in e['compiles'] if c['stale']})
+  note = (f'Compiled at commit {", ".join(commits) or "-"} with libtpu {", ".join(libtpu) or "-"}'
+          f' on a CPU host by `python -m big_vision_style.tools.aot_sweep --out {out}` (each '
+          'compile\'s own command is in aot.json). GiB/chip: max(arguments + outputs - aliased '
+          '+ temporaries, XLA\'s peak) + code, against the HBM libtpu lets a program use. '
+          'Collectives: GiB each chip sends per step by bandwidth-optimal algorithms '
+          '(hlo_stats.py). Compile s: wall (CPU) seconds of `compile()` on a shared 2-core '
+          'host. (minimum): the smallest slice that fits, the one the config\'s docstring names.')
+  if stale:
+    note += f' STALE (config or code changed since): {", ".join(stale)}.'
+  with open(os.path.join(out, 'table.md'), 'w') as f:
+    f.write(note + '\n\n' + main_table(main_rows) + '\n')
+  with open(os.path.join(out, 'jest_scaling.md'), 'w') as f:
+    f.write(f'`{JEST}` (f = 0.8, b = 32,768, B = 163,840) on v5p slices: GiB per chip '
+            '(memory_analysis) and GiB each chip moves per step, by collective kind.\n\n' +
+            scaling_table(scaling) + '\n')
+  return main_rows, scaling
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--out', default='results/aot')
+  parser.add_argument('--only', default='', help='comma-separated entry names (default: all)')
+  parser.add_argument('--report', action='store_true', help='write the tables; compile nothing')
+  parser.add_argument('--list', action='store_true')
+  parser.add_argument('--timeout', type=float, default=3 * 3600, help='seconds per compile')
+  parser.add_argument('--mem_floor_gib', type=float, default=1.5,
+                      help="kill a compile when the host's available memory falls under this")
+  parser.add_argument('--nice', type=int, default=10)
+  args = parser.parse_args(argv)
+  os.environ.setdefault('JAX_PLATFORMS', 'cpu')  # This process only loads configs.
+  only = set(filter(None, args.only.split(',')))
+  unknown = only - {e.name for e in ENTRIES}
+  if unknown:
+    parser.error(f'unknown entries {sorted(unknown)}; see --list')
+  entries = [e for e in ENTRIES if not only or e.name in only]
+  if args.list:
+    for e in entries:
+      print(f'{e.name:<28} {e.start:<11} {e.spec}')
+    return 0
+  os.makedirs(args.out, exist_ok=True)
+  code = code_digest()
+  digests = {e.spec: config_digest(e.spec)[0] for e in ENTRIES}
+  if not args.report:
+    if args.nice:
+      os.nice(args.nice)
+    primary, seen = [], set()
+    for e in entries:  # Entries whose config equals an earlier one's are not compiled.
+      if e.fixed or digests[e.spec] not in seen:
+        primary.append(e)
+        if not e.fixed:
+          seen.add(digests[e.spec])
+      else:
+        print(f'same   {e.name}: the config of an earlier entry', flush=True)
+    pending = list(primary)
+    while pending:  # Breadth first: every entry's next compile, round after round.
+      still = []
+      for e in pending:
+        results = {}
+        for t in e.ladder:
+          rec = load_raw(args.out, e.name, t)
+          if rec and rec.get('config_digest') == digests[e.spec] and rec.get(
+              'code_digest') == code:
+            results[t] = _fits(rec)
+        t = next_topology(e, results)
+        if t is None:
+          continue
+        print(f'start  {key(e.name, t)}: {shown_command(e.spec, t, e.name)}', flush=True)
+        rec = compile_one(e, t, args.out, (digests[e.spec], code), args.timeout,
+                          args.mem_floor_gib * GIB)
+        s = summarise(rec)
+        print(f'done   {key(e.name, t)} rc={rec["returncode"]} wall={rec["wall_s"]}s '
+              f'rss={rec["host_peak_rss_gib"]}GiB ' +
+              (f'needs {s["needed_gib"]:.2f} GiB, fits: {s["fits"]}' if s['compiled']
+               else 'no report: ' + (rec['killed'] or rec['stderr_tail'][-800:])), flush=True)
+        if not rec['killed']:
+          still.append(e)
+      pending = still
+  main_rows, scaling = write_outputs(args.out, ENTRIES, code, digests)
+  print(main_table(main_rows))
+  print(scaling_table(scaling))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
