@@ -2,12 +2,19 @@
 
 Orbax writes each step into a temporary directory and renames it when complete, so a run
 killed mid-save leaves the previous checkpoint intact. `latest_step()` only sees finished ones.
+A finished checkpoint damaged afterwards (a truncated array file, a missing _METADATA or
+state/, an empty data state) is reported by step and path when resuming, moved aside to
+`<workdir>/checkpoints_damaged/`, and the run falls back to the newest valid one
+(`restore_latest`).
 """
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 import signal
 import threading
+import time
 
 from etils import epath
 import jax
@@ -35,6 +42,11 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
+  def describe_latest(self) -> str:
+    step = self.latest_step()
+    return ('none yet (a rerun starts over)' if step is None else
+            f'step {step} ({os.path.join(self.directory, str(step))})')
+
   def save(self, step: int, state, data_state, meta: dict):
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),
@@ -50,6 +62,56 @@ class Checkpointer:
         meta=ocp.args.JsonRestore()))
     return out['state'], out['data'], out['meta']
 
+  def restore_latest(self, abstract_state, accept=None):
+    """(step, state, data_state, meta) of the newest checkpoint that restores, or None if there
+    is none. `accept(state, data_state, meta)` may raise to reject one (e.g. a data state the
+    iterator cannot take). Damaged ones are reported, moved aside and skipped; if every one is
+    damaged, the error lists them and says what to delete."""
+    damaged = []
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      path = os.path.join(self.directory, str(step))
+      try:
+        state, data_state, meta = self.restore(step, abstract_state)
+        if not isinstance(data_state, dict) or not data_state:
+          raise ValueError(f'its data-iterator state is empty ({data_state!r})')
+        if not isinstance(meta, dict) or {'step', 'flops', 'wall_s'} - set(meta) or (
+            int(meta['step']) != step):
+          raise ValueError(f'its meta is incomplete or names another step ({meta!r})')
+        if accept is not None:
+          accept(state, data_state, meta)
+      except Exception as e:  # pylint: disable=broad-except  (orbax raises many kinds)
+        reason = f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}'[:300]
+        logging.warning('Checkpoint of step %d at %s is damaged (%s); trying the previous one.',
+                        step, path, reason)
+        damaged.append((step, path, reason))
+        continue
+      for bad_step, bad_path, _ in damaged:
+        self._quarantine(bad_step, bad_path)
+      if damaged:
+        self._manager.reload()
+        logging.warning('Resuming from step %d at %s instead (the damaged ones are in %s).',
+                        step, path, self._quarantine_dir)
+      return step, state, data_state, meta
+    if damaged:
+      listing = '; '.join(f'step {s} at {p} ({r})' for s, p, r in damaged)
+      raise RuntimeError(
+          f'No valid checkpoint to resume from: {listing}. Delete them to start this run over '
+          f'(rm -r {" ".join(p for _, p, _ in damaged)}; metrics.jsonl is then rewritten), or '
+          'use another --workdir.')
+    return None
+
+  @property
+  def _quarantine_dir(self):
+    return self.directory.rstrip('/') + '_damaged'
+
+  def _quarantine(self, step, path):
+    if jax.process_index() != 0 or '://' in path:
+      return
+    os.makedirs(self._quarantine_dir, exist_ok=True)
+    dest = os.path.join(self._quarantine_dir, f'{step}-{int(time.time())}')
+    shutil.move(path, dest)
+    logging.warning('Moved the damaged checkpoint of step %d to %s.', step, dest)
+
   def reached_preemption(self, step: int) -> bool:
     """True on multi-host TPU when the runtime announced preemption (all hosts agree)."""
     try:
@@ -59,6 +121,14 @@ class Checkpointer:
 
   def close(self):
     self._manager.close()
+
+
+def saved_steps(workdir: str) -> list[int]:
+  """Steps with a finished checkpoint directory in `workdir`, without opening any."""
+  directory = epath.Path(workdir) / 'checkpoints'
+  if not directory.exists():
+    return []
+  return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
 
 
 def abstract_like(tree):
@@ -141,4 +211,12 @@ def load_trained_params(workdir: str, role: str = 'learner', sharding=None):
   restored = manager.restore(step, args=ocp.args.Composite(
       state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
   manager.close()
-  return restored['state'][role]['params'], restored['meta']
+  params = restored['state'][role]['params']
+  bad = [jax.tree_util.keystr(path) for path, x in jax.tree_util.tree_leaves_with_path(params)
+         if not np.all(np.isfinite(np.asarray(x.addressable_data(0))))]
+  if bad:
+    raise ValueError(
+        f'Checkpoint {directory}/{step} ({role}) has non-finite parameters in {len(bad)} arrays '
+        f'(e.g. {bad[0]}): that run diverged. Retrain it (e.g. with a lower config.optax.lr) '
+        'before using it as a reference or prior.')
+  return params, restored['meta']

@@ -1,4 +1,9 @@
-"""Metrics to `metrics.jsonl` (one JSON object per logged step), TensorBoard (clu) and console."""
+"""Metrics to `metrics.jsonl` (one JSON object per logged step), TensorBoard (clu) and console.
+
+metrics.jsonl is strict JSON: a non-finite value (a skipped bad step's NaN loss) is written as
+null. A resumed run first drops the rows after its checkpoint's step, and repairs a torn last
+line (a kill mid-write) with a warning, so that the rows always match the state.
+"""
 from __future__ import annotations
 
 import json
@@ -33,8 +38,8 @@ class MetricsWriter:
     """A resumed run re-does the steps after its checkpoint: drop their stale rows first."""
     if not self.path.exists():
       return
-    self._lines = [line + '\n' for line in self.path.read_text().splitlines()
-                   if line.strip() and json.loads(line)['step'] <= step]
+    self._lines = [json.dumps(_strict(row), allow_nan=False) + '\n'
+                   for row in _parse(self.path) if row['step'] <= step]
     tmp = self.path.with_suffix('.jsonl.tmp')
     tmp.write_text(''.join(self._lines))
     tmp.replace(self.path)
@@ -42,7 +47,7 @@ class MetricsWriter:
   def write(self, step: int, metrics: dict):
     metrics = {k: float(v) if not isinstance(v, (int, str)) else v for k, v in metrics.items()}
     if self.is_main:
-      self._lines.append(json.dumps({'step': step, **metrics}) + '\n')
+      self._lines.append(json.dumps({'step': step, **_strict(metrics)}, allow_nan=False) + '\n')
       if self._append:
         with self.path.open('a') as f:
           f.write(self._lines[-1])
@@ -72,6 +77,32 @@ def _fmt_seconds(s: float) -> str:
   return f'{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s' if s >= 3600 else f'{s // 60}m{s % 60:02d}s'
 
 
+def _strict(metrics: dict) -> dict:
+  """Non-finite floats as None (JSON null): json.dumps would write bare NaN / Infinity."""
+  return {k: None if isinstance(v, float) and not math.isfinite(v) else v
+          for k, v in metrics.items()}
+
+
+def _parse(path) -> list[dict]:
+  """The rows of a metrics file. A torn last line (the writer was killed mid-line) is dropped
+  with a warning; a bad line anywhere else is an error naming the file and line."""
+  lines = [(i, line) for i, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
+  rows = []
+  for n, (i, line) in enumerate(lines):
+    try:
+      row = json.loads(line)
+      if not isinstance(row, dict) or 'step' not in row:
+        raise ValueError('not a metrics row')
+      rows.append(row)
+    except ValueError as e:
+      if n == len(lines) - 1:
+        logging.warning('%s: line %d is torn (%d characters; a run killed mid-write); dropping '
+                        'it: its step is re-run after the checkpoint.', path, i, len(line))
+      else:
+        raise ValueError(f'{path}: line {i} is not a JSON metrics row ({e}): {line[:80]!r}. '
+                         'Fix or delete that line.') from e
+  return rows
+
+
 def read_metrics(workdir: str) -> list[dict]:
-  text = (epath.Path(workdir) / 'metrics.jsonl').read_text()
-  return [json.loads(line) for line in text.splitlines() if line.strip()]
+  return _parse(epath.Path(workdir) / 'metrics.jsonl')

@@ -14,6 +14,11 @@ where it stopped: an interrupted-and-resumed run ends with exactly the parameter
 uninterrupted one. SIGTERM or SIGINT (a preempted TPU VM, Ctrl-C), or the TPU runtime's
 preemption notice, stops every host after the same step with one checkpoint; the process then
 exits with EXIT_PREEMPTED (75, "rerun to resume").
+
+Faults: config and workdir are checked before anything is loaded (preflight.py), one writer
+per workdir (workdir_lock.py), a resume must continue the run in `run.json` (run_identity.py),
+a damaged checkpoint falls back to the previous one (checkpointing.py), and a non-finite step
+stops the run unsaved, or is skipped and counted (nonfinite.py).
 """
 from __future__ import annotations
 
@@ -24,7 +29,6 @@ import time
 
 from absl import app
 from absl import flags
-from etils import epath
 import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding
@@ -40,8 +44,12 @@ from big_vision_style import flops
 from big_vision_style import input_pipeline
 from big_vision_style import methods
 from big_vision_style import metrics_writer
+from big_vision_style import nonfinite
+from big_vision_style import preflight
 from big_vision_style import preprocess
+from big_vision_style import run_identity
 from big_vision_style import sharding
+from big_vision_style import workdir_lock
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file, `path.py:arg`.',
                                           lock_config=True)
@@ -53,9 +61,9 @@ load_config = config_utils.load_config  # For scripts: `path.py:arg` -> ConfigDi
 
 
 def total_steps_of(config, num_train_examples: int) -> int:
-  if config.get('total_steps'):
+  if config.get('total_steps') is not None:
     return int(config.total_steps)
-  if config.get('total_epochs'):
+  if config.get('total_epochs') is not None:
     return int(config.total_epochs * num_train_examples // config.input.batch_size)
   raise ValueError('Set config.total_steps or config.total_epochs.')
 
@@ -116,10 +124,19 @@ def train(config, workdir: str, *, stop_after_step: int | None = None):
   `stop_after_step` simulates a preemption at that step (used by the resume tests).
   """
   sharding.maybe_initialize_distributed(config)
+  preflight.check_config(config)
+  is_writer = jax.process_index() == 0  # Process 0 writes metrics, run.json and the lock.
+  if is_writer:
+    preflight.check_workdir(workdir)  # Local or gs://; creates it.
+  with workdir_lock.WorkdirLock(workdir, enabled=is_writer):
+    run_identity.check_or_record(config, workdir, is_writer=is_writer,
+                                 resuming=bool(checkpointing.saved_steps(workdir)))
+    return _train(config, workdir, stop_after_step)
+
+
+def _train(config, workdir: str, stop_after_step: int | None):
   mesh = sharding.make_mesh(config.get('mesh_devices'))
   replicated = NamedSharding(mesh, P())
-  if jax.process_index() == 0:
-    epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # Local or gs://.
 
   # ----- Data, with every per-example table the method reads (score caches, targets) -----
   train_source = datasets.get_source(config.data, config.input.get('split', 'train'))
@@ -129,6 +146,7 @@ def train(config, workdir: str, *, stop_after_step: int | None = None):
   pp_eval = preprocess.make(**pp_kwargs)
   data_ratio = config.input.get('data_ratio', 1.0)
   total_steps = total_steps_of(config, input_pipeline.epoch_size(len(train_source), data_ratio))
+  preflight.check_total_steps(config, total_steps)
   example = {k: jax.ShapeDtypeStruct(np.shape(v), np.asarray(v).dtype)
              for k, v in pp_eval(train_source[0]).items()}
 
@@ -145,6 +163,10 @@ def train(config, workdir: str, *, stop_after_step: int | None = None):
       preprocess_fn=pp_train, num_threads=config.input.get('num_threads', 2),
       prefetch=config.input.get('prefetch', 4), data_ratio=data_ratio)
   state = jax.jit(built.init, out_shardings=replicated)(init_rng)
+  skip_bad = config.get('skip_nonfinite_steps', False)
+  if skip_bad:  # Bad steps keep the previous state, counted in the state (nonfinite.py).
+    built.phases = [nonfinite.skipping(phase) for phase in built.phases]
+    state[nonfinite.SKIPPED] = jax.device_put(nonfinite.init_skipped(), replicated)
   frozen = built.frozen
   for role, tree in [*state.items(), *frozen.items()]:
     params = tree.get('params', tree) if isinstance(tree, dict) else tree
@@ -156,9 +178,10 @@ def train(config, workdir: str, *, stop_after_step: int | None = None):
   ckpt = checkpointing.Checkpointer(workdir, max_to_keep=config.get('ckpt_keep', 2))
   counter = flops.FlopCounter(one_off)  # One-off costs (reference training, score cache).
   start_step, wall_s_before = 0, 0.0
-  if (latest := ckpt.latest_step()) is not None:
-    state, data_state, meta = ckpt.restore(latest, checkpointing.abstract_like(state))
-    train_iter.set_state(data_state)
+  # The newest checkpoint that restores; damaged ones are reported and moved aside.
+  if (restored := ckpt.restore_latest(checkpointing.abstract_like(state), accept=(
+      lambda _, data_state, __: train_iter.set_state(data_state)))) is not None:
+    _, state, data_state, meta = restored
     counter = flops.FlopCounter(meta['flops'])
     start_step, wall_s_before = int(meta['step']), float(meta['wall_s'])
     logging.info('Resumed from %s at step %d.', ckpt.directory, start_step)
@@ -186,8 +209,15 @@ def train(config, workdir: str, *, stop_after_step: int | None = None):
   ckpt_every = config.get('ckpt_steps', 1000)
   loop_t0 = time.time()
   row = {}
+  tracker = None if skip_bad else nonfinite.Tracker(replicated)
+
+  def guard():  # Syncs: raises before a non-finite step is logged or saved.
+    if tracker is not None and tracker.failed():
+      stop.close()
+      tracker.check(ckpt.describe_latest())
 
   def save(step):
+    guard()
     meta = {'step': step, 'flops': counter.state_dict(),
             'wall_s': wall_s_before + time.time() - loop_t0}
     ckpt.save(step, state, train_iter.get_state(), meta)
@@ -203,6 +233,8 @@ def train(config, workdir: str, *, stop_after_step: int | None = None):
     batch = input_pipeline.to_global(next(train_iter), mesh)
     phase = built.phases[phase_i]
     state, measurements = programs[phase_i](state, frozen, batch, jnp.asarray(step, jnp.int32))
+    if tracker is not None:
+      tracker.update(measurements, jnp.asarray(step, jnp.int32))  # Async: no host sync.
     for category, cost in step_costs[phase_i].items():
       counter.add(category, cost)
     phase_ended = False
@@ -214,6 +246,7 @@ def train(config, workdir: str, *, stop_after_step: int | None = None):
     is_last = step == total_steps
     due_evals = [n for n, (every, _) in evals.items() if is_last or step % every == 0]
     if is_last or step % log_every == 0 or due_evals or phase_ended:
+      guard()
       row = {'examples_seen': step * config.input.batch_size,
              'examples_scored': step * built.super_batch_size,
              **{k: float(v) for k, v in jax.device_get(measurements).items()},
