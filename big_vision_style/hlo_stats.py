@@ -171,6 +171,27 @@ class CollectiveStats:
   def moved_bytes_per_chip(self) -> float:
     return sum(op.moved_bytes_per_chip * op.executions for op in self.ops)
 
+  def moved_bytes_per_chip_by_branch(self, choose=min) -> float:
+    """Moved bytes per chip with each conditional counted by one branch, `choose` (min or max)
+    over its branches' bytes: min is the cheaper path (for selection.gather's cond, the
+    windowed common path; its exact fallback is the expensive branch), max the worst case.
+    `moved_bytes_per_chip` adds every branch, an upper bound on any one step."""
+    def cost(ops):
+      return sum(op.moved_bytes_per_chip * op.executions for op in ops)
+
+    def total(ops, depth):
+      always = [op for op in ops if len(_branch_path(op)) <= depth]
+      branched = {}
+      for op in ops:
+        path = _branch_path(op)
+        if len(path) > depth:
+          cond, _, branch = path[depth].rpartition(':')
+          branched.setdefault(cond, {}).setdefault(branch, []).append(op)
+      return cost(always) + sum(choose(total(b, depth + 1) for b in branches.values())
+                                for branches in branched.values())
+
+    return total(self.ops, 0)
+
   @property
   def has_unknown_trip_counts(self) -> bool:
     return any(op.unknown_trip_count for op in self.ops)
@@ -178,8 +199,14 @@ class CollectiveStats:
   def as_dict(self) -> dict[str, Any]:
     return dict(num_partitions=self.num_partitions, replica_count=self.replica_count,
                 summary=self.summary(), moved_bytes_per_chip=self.moved_bytes_per_chip,
+                moved_bytes_per_chip_cheapest_branches=self.moved_bytes_per_chip_by_branch(min),
+                moved_bytes_per_chip_costliest_branches=self.moved_bytes_per_chip_by_branch(max),
                 has_unknown_trip_counts=self.has_unknown_trip_counts,
                 ops=[op.as_dict() for op in self.ops])
+
+
+def _branch_path(op) -> list[str]:
+  return [part for part in op.branch.split('/') if part]
 
 
 # ----------------------------------------------------------------------------- parsing helpers

@@ -283,3 +283,11 @@ def test_hlo_stats_names_the_branch_of_a_collective():
   branches = {op.name: op.branch for op in stats.ops}
   assert branches == {'ar': 'y:true', 'cp': 'y:false', 'z': ''}
   assert stats.as_dict()['ops'][0]['branch'] in branches.values()
+
+
+def test_hlo_stats_counts_one_branch_of_each_conditional():
+  stats = hlo_stats.collectives(_COND_MODULE)
+  moved = {op.name: op.moved_bytes_per_chip * op.executions for op in stats.ops}
+  assert stats.moved_bytes_per_chip == sum(moved.values())  # Every branch: an upper bound.
+  assert stats.moved_bytes_per_chip_by_branch(min) == moved['z'] + min(moved['ar'], moved['cp'])
+  assert stats.moved_bytes_per_chip_by_branch(max) == moved['z'] + max(moved['ar'], moved['cp'])

@@ -311,7 +311,12 @@ class AotReport:
 
   @property
   def moved_bytes_per_chip(self) -> float | None:
-    return None if self.collectives is None else self.collectives['moved_bytes_per_chip']
+    """Per step, each conditional counted by its cheaper branch: for selection.gather, the
+    windowed common path rather than its rare exact fallback (the JSON has both bounds)."""
+    if self.collectives is None:
+      return None
+    return self.collectives.get('moved_bytes_per_chip_cheapest_branches',
+                                self.collectives['moved_bytes_per_chip'])
 
   def not_fit_message(self) -> str:
     unit = 'chip' if GENERATIONS[self.generation].devices_per_chip == 1 else 'TensorCore'
