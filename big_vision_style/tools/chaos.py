@@ -112,7 +112,7 @@ def _one_kill(cmd, workdir, log, rng, moment, sig, startup_s):
         time.sleep(0.002)
       hit = 'checkpoint_write' if writing() else 'training'
     else:
-      time.sleep(rng.uniform(0.0, 3.0))
+      time.sleep(rng.uniform(0.0, 1.0))
       hit = 'checkpoint_write' if writing() else 'training'
   if proc.poll() is not None:  # Finished (or failed) before the signal.
     return {'moment': moment, 'hit': None, 'signal': sig.name, 'rc': proc.returncode,
@@ -189,7 +189,7 @@ def main():
         raise SystemExit(f'Prerequisite {config} failed (rc {rc}); see {log}.')
       state['prereqs_done'].append(prereq)
       persist()
-  expected_dir, chaos_dir = os.path.join(base, 'uninterrupted'), os.path.join(base, 'chaos')
+  expected_dir = os.path.join(base, 'uninterrupted')
   if not state['expected_done']:
     shutil.rmtree(expected_dir, ignore_errors=True)
     t0 = time.time()
@@ -198,47 +198,36 @@ def main():
       raise SystemExit(f'The uninterrupted run failed (rc {rc}); see {log}.')
     state['expected_done'], state['uninterrupted_wall_s'] = True, time.time() - t0
     persist()
-  cmd = _train_cmd(args.config, chaos_dir, args.set)
+  state.setdefault('rounds', [])
   rng = random.Random(args.seed * 1000 + len(state['kills']))
   startup_s = min(state['uninterrupted_wall_s'] / 3, 20.0)
-  while len(state['kills']) < args.kills:
-    i = len(state['kills'])
-    if i == args.kills // 2 and not state['corruptions']:
-      damage = _corrupt_newest(chaos_dir)
-      if damage:
-        state['corruptions'].append(damage)
-        persist()
-    moment = MOMENTS[i % len(MOMENTS)]
-    event = _one_kill(cmd, chaos_dir, log, rng, moment, rng.choice(SIGNALS), startup_s)
-    event['rows'] = len(_rows(chaos_dir))
-    if not event['sent']:
-      if event['rc'] == 0:
-        state['unexpected_exits'].append({**event, 'note': 'finished before the kill'})
-        state['finished_early'] = True
-        persist()
-        break
-      state['unexpected_exits'].append(event)
-    elif event['rc'] not in (0, 75, -signal.SIGKILL, -signal.SIGTERM, -signal.SIGINT):
-      state['unexpected_exits'].append(event)
-    state['kills'].append(event)
+  while True:
+    chaos_dir = os.path.join(base, f'chaos_{len(state["rounds"])}')
+    kills_before = len(state['kills'])
+    _chaos_round(args, state, persist, chaos_dir, rng, startup_s, log)
+    rc = 75
+    while rc == 75:  # Let it finish.
+      rc = _run_to_end(_train_cmd(args.config, chaos_dir, args.set), log)
+    check = _compare(expected_dir, chaos_dir) if rc == 0 else {}
+    lost = int(rc != 0 or not check.get('params_bit_identical') or not check.get('rows_equal')
+               or bool(check.get('missing_steps') or check.get('duplicated_steps')))
+    state['rounds'].append({'workdir': chaos_dir, 'final_rc': rc, 'check': check,
+                            'kills': len(state['kills']) - kills_before, 'lost': lost})
     persist()
-    print(f'[{args.name}] kill {len(state["kills"])}/{args.kills}: {event}', flush=True)
-  rc = 75
-  while rc == 75:  # Let it finish.
-    rc = _run_to_end(cmd, log)
-  state['final_rc'] = rc
-  state['check'] = _compare(expected_dir, chaos_dir) if rc == 0 else None
-  check = state['check'] or {}
+    print(f'[{args.name}] round {len(state["rounds"])}: {state["rounds"][-1]}', flush=True)
+    if len(state['kills']) >= args.kills:
+      break
   sent = [k for k in state['kills'] if k['sent']]
-  lost = int(rc != 0 or not check.get('params_bit_identical') or not check.get('rows_equal')
-             or bool(check.get('missing_steps') or check.get('duplicated_steps')))
+  lost = sum(r['lost'] for r in state['rounds'])
+  survived_kills = sum(r['kills'] for r in state['rounds'] if not r['lost'])
   state['summary'] = {
       'kills_sent': len(sent),
       'by_signal': {s.name: sum(k['signal'] == s.name for k in sent) for s in SIGNALS},
       'by_moment': {m: sum(k['hit'] == m for k in sent) for m in MOMENTS},
       'corruptions': len(state['corruptions']),
-      'corruptions_survived': len(state['corruptions']) * (1 - lost),
-      'kills_survived': len(sent) * (1 - lost),
+      'corruptions_survived': sum(1 for c in state['corruptions'] if not any(
+          r['lost'] for r in state['rounds'] if r['workdir'] == c.get('workdir'))),
+      'kills_survived': survived_kills, 'rounds': len(state['rounds']),
       'unexpected_exits': len(state['unexpected_exits']), 'runs_lost': lost}
   persist()
   if args.out:
@@ -247,6 +236,30 @@ def main():
       json.dump(state, f, indent=1)
   print(json.dumps(state['summary']), flush=True)
   raise SystemExit(1 if lost else 0)
+
+
+def _chaos_round(args, state, persist, chaos_dir, rng, startup_s, log):
+  """Kills the run in `chaos_dir` until K kills in all or until it finishes between two."""
+  cmd = _train_cmd(args.config, chaos_dir, args.set)
+  while len(state['kills']) < args.kills:
+    i = len(state['kills'])
+    if i >= args.kills // 2 and not state['corruptions']:
+      damage = _corrupt_newest(chaos_dir)
+      if damage:
+        state['corruptions'].append({**damage, 'workdir': chaos_dir})
+        persist()
+    moment = MOMENTS[i % len(MOMENTS)]
+    event = _one_kill(cmd, chaos_dir, log, rng, moment, rng.choice(SIGNALS), startup_s)
+    event['rows'] = len(_rows(chaos_dir))
+    if not event['sent']:
+      if event['rc'] == 0:
+        return  # Finished between two kills: this round is checked, the next one starts.
+      state['unexpected_exits'].append(event)
+    elif event['rc'] not in (0, 75, -signal.SIGKILL, -signal.SIGTERM, -signal.SIGINT):
+      state['unexpected_exits'].append(event)
+    state['kills'].append(event)
+    persist()
+    print(f'[{args.name}] kill {len(state["kills"])}/{args.kills}: {event}', flush=True)
 
 
 if __name__ == '__main__':
