@@ -34,9 +34,9 @@ def watched(measurements) -> list[str]:
   return sorted(k for k in measurements if k.endswith('loss') or k.endswith('grad_norm'))
 
 
-def _bad_bits(measurements, keys):
+def _bad_bits(measurements, keys, bit_of=None):
   bits = jnp.int32(0)
-  for i, k in enumerate(keys):
+  for i, k in zip(bit_of or range(len(keys)), keys):
     bits = bits | jnp.where(jnp.all(jnp.isfinite(measurements[k])), 0, 1 << i).astype(jnp.int32)
   return bits
 
@@ -46,20 +46,22 @@ class Tracker:
 
   def __init__(self, replicated):
     self._record = jax.device_put((jnp.int32(0), jnp.int32(0)), replicated)
-    self._keys = None
-    self._fold = jax.jit(self._fold_fn, static_argnames='keys', out_shardings=replicated)
+    self._names = []  # Every watched name seen, in any phase: bit i is self._names[i].
+    self._fold = jax.jit(self._fold_fn, static_argnames=('keys', 'bit_of'),
+                         out_shardings=replicated)
 
   @staticmethod
-  def _fold_fn(record, measurements, step, keys):
+  def _fold_fn(record, measurements, step, keys, bit_of):
     first, bits = record
-    new_bits = _bad_bits(measurements, keys)
+    new_bits = _bad_bits(measurements, keys, bit_of)
     fresh = (first == 0) & (new_bits != 0)
     return jnp.where(fresh, step, first), jnp.where(fresh, new_bits, bits)
 
   def update(self, measurements, step):
-    self._keys = self._keys or tuple(watched(measurements))
-    self._record = self._fold(self._record, {k: measurements[k] for k in self._keys}, step,
-                              keys=self._keys)
+    keys = tuple(watched(measurements))  # Phases (ReLA's, then the method's) log different ones.
+    self._names += [k for k in keys if k not in self._names]
+    self._record = self._fold(self._record, {k: measurements[k] for k in keys}, step, keys=keys,
+                              bit_of=tuple(self._names.index(k) for k in keys))
 
   def failed(self) -> bool:
     """Whether any step so far was not finite (syncs with the device)."""
@@ -69,7 +71,7 @@ class Tracker:
     """Raises NonFiniteError if any step so far was not finite (syncs with the device)."""
     first, bits = (int(x) for x in jax.device_get(self._record))
     if first:
-      names = [k for i, k in enumerate(self._keys) if bits >> i & 1]
+      names = [k for i, k in enumerate(self._names) if bits >> i & 1]
       raise NonFiniteError(
           f'Step {first} gave a non-finite {" and ".join(names)}; stopped without saving it. '
           f'The last good checkpoint is {last_good}. Lower the learning rate (config.optax.lr) '

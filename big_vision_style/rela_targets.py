@@ -97,6 +97,7 @@ def compute_targets(config):
       config, (1, config.input.pp.image_size, config.input.pp.image_size, channels))
   targets, info = pca_whiten(feats, dim)
   meta = {'prior': {k: v for k, v in prior_meta.items() if k != 'train_flops'},
+          'prior_step': id_table.latest_checkpoint_step(prior_cfg.get('workdir')),
           'flops': per_batch * len(ids) / bs, 'prior_train_flops': prior_meta['train_flops'],
           'pca_flops': 2.0 * len(ids) * feats.shape[1] * (feats.shape[1] + info['dim']),
           'num_examples': int(len(ids)), **info,

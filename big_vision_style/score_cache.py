@@ -82,6 +82,7 @@ def compute_reference_scores(config):
       steps.per_example_loss, model, num_classes=source.num_classes)), params, spec)[1].flops
   meta = {**id_table.provenance(config, producer='big_vision_style.score_cache', split=split),
           'reference_workdir': roles.reference_workdir(config),
+          'reference_step': id_table.latest_checkpoint_step(roles.reference_workdir(config)),
           'reference_train_flops': train_flops,
           'flops': per_batch * len(ids) / bs, 'num_examples': len(ids)}
   return ids, scores, meta

@@ -279,3 +279,105 @@ def test_an_unwritable_workdir_fails_up_front(tmp_path, monkeypatch):
     (tmp_path / 'ro').mkdir(mode=0o500)
     with pytest.raises(PermissionError, match='is not writable'):
       train.train(_config(), str(tmp_path / 'ro'))
+
+
+# ----- caches from another run; missing or wrong-format files -----
+from big_vision_style import embedding_cache  # pylint: disable=g-import-not-at-top,wrong-import-position
+from big_vision_style import id_table  # pylint: disable=g-import-not-at-top,wrong-import-position
+from big_vision_style.methods import contrastive  # pylint: disable=g-import-not-at-top,wrong-import-position
+from big_vision_style.methods import rela  # pylint: disable=g-import-not-at-top,wrong-import-position
+from big_vision_style.methods import supervised  # pylint: disable=g-import-not-at-top,wrong-import-position
+from experiments.bad_students import policy_comparison  # pylint: disable=g-import-not-at-top,wrong-import-position
+from experiments.jest import filter_ratio  # pylint: disable=g-import-not-at-top,wrong-import-position
+from experiments.rela import table1  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def _cached_bs_config(path, **data):
+  config = policy_comparison.get_config(
+      f'runlocal,policy=easy_reference,reference=cached,score_cache={path}')
+  with config.unlocked():
+    config.data.update(data)
+  return config
+
+
+def _bs_table(path, config, *, extra_ids=0, **meta):
+  source = datasets.get_source(config.data, 'train')
+  ids = np.concatenate([source.ids, np.arange(extra_ids) + source.ids.max() + 1])
+  meta = {**id_table.provenance(config, producer='test'), 'num_examples': len(ids), **meta}
+  id_table.save(path, ids, np.zeros(len(ids), np.float32), meta)
+  return source
+
+
+def test_a_score_cache_for_other_data_is_refused(tmp_path):
+  path = str(tmp_path / 'scores.npz')
+  source = _bs_table(path, _cached_bs_config(path, label_noise=0.3, noise_seed=5))
+  with pytest.raises(ValueError, match=r'computed for another run \(data.label_noise: 0.3 in '
+                                       r'the table, 0.0 here; data.noise_seed: 5 .*score_cache'):
+    supervised.prepare(_cached_bs_config(path), source)
+
+
+def test_a_score_cache_of_another_size_is_refused(tmp_path):
+  path = str(tmp_path / 'scores.npz')
+  config = _cached_bs_config(path)
+  source = _bs_table(path, config, extra_ids=10)
+  with pytest.raises(ValueError, match=r'examples: 50010 in the table, 50000 here'):
+    supervised.prepare(config, source)
+
+
+def test_a_cache_without_provenance_gets_a_warning(tmp_path, caplog):
+  path = str(tmp_path / 'scores.npz')
+  config = _cached_bs_config(path)
+  source = datasets.get_source(config.data, 'train')
+  id_table.save(path, source.ids, np.zeros(len(source)), {'flops': 1.0})  # An older file.
+  with caplog.at_level(logging.WARNING):
+    supervised.prepare(config, source)
+  assert 'records no provenance' in caplog.text
+
+
+def test_a_cache_from_an_older_reference_checkpoint_is_refused(tmp_path):
+  path, ref = str(tmp_path / 'scores.npz'), tmp_path / 'ref'
+  (ref / 'checkpoints' / '600').mkdir(parents=True)  # The reference was trained on since.
+  config = _cached_bs_config(path)
+  with config.unlocked():
+    config.selection.reference_workdir = str(ref)
+  source = _bs_table(path, config, reference_workdir=str(ref), reference_step=300)
+  with pytest.raises(ValueError, match='reference_step: 300 in the table, 600 here'):
+    supervised.prepare(config, source)
+
+
+def test_a_jest_embedding_cache_of_the_wrong_dimension_is_refused(tmp_path):
+  path = str(tmp_path / 'emb.npz')
+  config = filter_ratio.get_config(f'runlocal,reference=cached,embedding_cache={path}')
+  source = datasets.get_source(config.data, 'train')
+  n, d = len(source), config.reference_model.embed_dim // 2
+  meta = {**id_table.provenance(config, producer='test'), 'num_examples': n}
+  embedding_cache.save(path, embedding_cache.from_arrays(
+      source.ids, np.zeros([n, d]), np.zeros([n, d]), 1.0, 0.0, meta))
+  with pytest.raises(ValueError, match=rf'dim: {d} in the table, {2 * d} here'):
+    contrastive.prepare(config, source)
+
+
+def test_rela_targets_from_another_prior_are_refused(tmp_path):
+  config = table1.get_config(f'runlocal,prior=random,root={tmp_path}')
+  source = datasets.get_source(config.data, config.input.get('split', 'train'))
+  meta = {**id_table.provenance(config, producer='test'), 'num_examples': len(source),
+          'prior': {'kind': 'checkpoint', 'workdir': 'elsewhere'}}
+  os.makedirs(os.path.dirname(config.rela.targets), exist_ok=True)
+  id_table.save(config.rela.targets, source.ids, np.zeros([len(source), 4]), meta)
+  with pytest.raises(ValueError, match=r"prior: \{'kind': 'checkpoint'.*rela_targets"):
+    rela.prepare(config, source)
+
+
+def test_cached_reference_without_a_path_or_with_a_non_npz_says_what_to_run(tmp_path):
+  source = datasets.get_source(_cached_bs_config('').data, 'train')
+  with pytest.raises(ValueError, match=r'No path given for the reference score cache: compute '
+                                       r'it with `python -m big_vision_style.score_cache'):
+    supervised.prepare(_cached_bs_config(''), source)
+  with pytest.raises(ValueError, match='needs config.selection.embedding_cache.*reference_embed'):
+    contrastive.prepare(filter_ratio.get_config('runlocal,reference=cached'), source)
+  text = tmp_path / 'scores.npz'
+  text.write_text('not an archive')
+  with pytest.raises(ValueError, match=r'is not a reference score cache .*not an .npz file; '
+                                       r'compute it with') as err:
+    supervised.prepare(_cached_bs_config(str(text)), source)
+  assert 'allow_pickle' not in str(err.value)

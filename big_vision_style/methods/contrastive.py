@@ -47,6 +47,7 @@ import jax.numpy as jnp
 
 from big_vision_style import embedding_cache
 from big_vision_style import flops
+from big_vision_style import id_table
 from big_vision_style import image_text
 from big_vision_style import optim
 from big_vision_style import roles
@@ -87,6 +88,11 @@ def prepare(config, source):
                        'big_vision_style.tools.reference_embeddings).')
     cache = embedding_cache.load(sel['embedding_cache'])
     source = embedding_cache.with_cached_embeddings(source, cache)
+    workdir = sel.get('reference_workdir') or None
+    reference = roles.build_role_model(config, 'reference', 0)
+    id_table.check_provenance(cache.table, config, source=source, expect={
+        'dim': getattr(reference, 'embed_dim', None), 'reference_workdir': workdir,
+        'reference_step': id_table.latest_checkpoint_step(workdir)})
     one_off['reference_scoring'] = float(cache.table.meta.get('flops', 0.0))
     one_off['reference_train'] = float(cache.table.meta.get('reference_train_flops', 0.0))
   return source, one_off

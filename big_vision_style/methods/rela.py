@@ -210,9 +210,16 @@ def prepare(config, source):
   """ReLA-D: the prior's targets ride with the records, by id; its one-off costs."""
   cfg = config_of(config)
   targets = load_targets(cfg['targets'])
+  source = with_targets(source, targets)
+  prior = dict(cfg.get('prior') or {})
+  recorded = targets.meta.get('prior') or {}
+  expect = {'prior': {k: prior.get(k) for k in recorded} if prior and recorded else None,
+            'prior_step': id_table.latest_checkpoint_step(prior.get('workdir')),
+            'requested_dim': cfg.get('target_dim')}
+  id_table.check_provenance(targets, config, source=source, expect=expect)
   one_off = {'prior_embedding': float(targets.meta.get('flops', 0.0)),
              'prior_train': float(targets.meta.get('prior_train_flops', 0.0))}
-  return with_targets(source, targets), one_off
+  return source, one_off
 
 
 def wrap(ctx: base.Context, built: base.Built) -> base.Built:

@@ -54,6 +54,9 @@ def prepare(config, source):
   if sel['reference'] == 'cached' and 'reference' in selection.needs(sel['policy']):
     cache = score_cache.load(sel['score_cache'])
     source = id_table.with_columns(source, {score_cache.KEY: cache})
+    workdir = sel.get('reference_workdir') or None
+    id_table.check_provenance(cache, config, source=source, expect={
+        'reference_workdir': workdir, 'reference_step': id_table.latest_checkpoint_step(workdir)})
     one_off['reference_scoring'] = float(cache.meta.get('flops', 0.0))
   return source, one_off
 

@@ -41,6 +41,7 @@ def compute(config, batch_size: int = 1000) -> embedding_cache.EmbeddingCache:
   per_batch = flops.compile_and_measure(fn, params, spec)[1].flops
   meta = {**id_table.provenance(config, producer='big_vision_style.tools.reference_embeddings'),
           'reference_workdir': config.selection.reference_workdir,
+          'reference_step': id_table.latest_checkpoint_step(config.selection.reference_workdir),
           'flops': per_batch * len(source) / batch_size, 'reference_train_flops': train_flops,
           'num_examples': len(source)}
   return embedding_cache.compute(model, params, source, pp, mesh, batch_size=batch_size,
