@@ -211,7 +211,8 @@ def sampler_temp_bytes(super_batch, num_selected, num_chunks, mesh, dim=32, loss
 
 def test_sampler_memory_stays_far_below_the_dense_matrix():
   # B = 65536 with f = 0.75: one dense B x B float32 matrix is 16 GiB per model, far beyond
-  # this test's 2 GiB budget; the sampler only ever holds [B, b / N] blocks. Compiled, never run.
+  # this test's 2 GiB budget; the sampler does not even hold a [B, b / N] block (XLA fuses each
+  # block into its row reduction; test_jest_fused.py checks O(B + n d)). Compiled, never run.
   super_batch, num_selected, budget = 65536, 16384, 2 << 30
   dense = 4 * super_batch ** 2
   assert dense > 4 * budget
@@ -221,13 +222,13 @@ def test_sampler_memory_stays_far_below_the_dense_matrix():
     temp64 = sampler_temp_bytes(super_batch, num_selected, 64, mesh1, loss=loss)
     block16 = 4 * super_batch * num_selected // 16  # One [B, n] float32 block: 256 MiB.
     assert temp16 < budget and temp16 < dense / 10, (loss, temp16)
-    # A handful of blocks (two models, two directions), not a B x b or B x B buffer.
-    assert temp16 < 8 * block16, (loss, temp16 / block16)
-    # Memory falls with the chunk size: 4x smaller chunks, at least 2.5x less memory.
-    assert temp64 * 2.5 < temp16, (loss, temp64, temp16)
-  # Sharded over 8 devices, each holds an eighth of the candidates' blocks.
+    # Less than one block (two models, two directions), not a B x b or B x B buffer.
+    assert temp16 < block16 / 4, (loss, temp16 / block16)
+    # Nothing grows with the chunk size beyond the chunk's rows.
+    assert temp16 < 1.5 * temp64, (loss, temp64, temp16)
+  # Sharded over 8 devices, no device holds more than one device alone does.
   temp8 = sampler_temp_bytes(super_batch, num_selected, 16, sharding.make_mesh())
-  assert temp8 * 4 < sampler_temp_bytes(super_batch, num_selected, 16, mesh1)
+  assert temp8 <= sampler_temp_bytes(super_batch, num_selected, 16, mesh1)
 
 
 def test_sampler_errors():

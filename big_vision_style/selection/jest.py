@@ -24,11 +24,16 @@ softmax-contrastive learnability with the negatives restricted to the already se
 (image-to-text and text-to-image, averaged), recomputed for every chunk. With nothing selected
 yet that loss is 0 for every candidate, so the softmax variant's first chunk is uniform.
 
-Memory: the B x B matrix is never formed, not even B x b. Each chunk needs only the blocks
-between all candidates and the chunk just chosen ([B, n], from the embeddings); their row sums
-(sigmoid) or running log-sum-exps (softmax) are accumulated in [B] vectors, so the sampler's
-working memory is O(B * b / N) (tests check the compiled temp size). The dense forms
-(`dense_score_matrix`, jest_gibbs.py) exist for small B: tests and the Gibbs baseline.
+Memory: the B x B matrix is never formed, not even B x b, nor even one [B, n] block. Each chunk
+needs only the blocks between all candidates and the chunk just chosen ([B, n], from the
+embeddings), and only their row sums (sigmoid) or log-sum-exps (softmax), accumulated in [B]
+vectors. The update is written so that XLA fuses each block's matmul with the loss and the row
+reduction (`_Accumulated.update`: softplus / logsumexp without jax.nn's isnan / isfinite guards,
+both directions as candidate-major products [B, d] @ [d, n], the positive pairs corrected on
+the chunk members only, the bias added after the log-sum-exp), so no block is written out: the
+working memory is O(B + n d), a few [B] vectors (tests check the compiled temp size). The
+dense forms (`dense_score_matrix`, jest_gibbs.py) exist for small B: tests and the Gibbs
+baseline.
 
 What is global and what is per-device (mesh axis 'data', sharding.make_mesh; everything runs in
 one `shard_map`):
@@ -41,8 +46,8 @@ one `shard_map`):
   communication; (2) the chosen chunk's embeddings, [n, d] per model and modality, are
   assembled on every device by one all-reduce of rows each owned by exactly one device (exact).
   Those are the only things that cross devices. Per-device working memory is therefore
-  O(B/D * n) for the blocks plus O(B) for the gathered logits. The result (chunk order
-  [N, n], indices [b] ascending) is replicated. The choice is the same on 1 and on D devices
+  O(B + n d): the gathered logits, noise and top-k over [B], and the chunk's rows. The result
+  (chunk order [N, n], indices [b] ascending) is replicated. The choice is the same on 1 and on D devices
   (tests check it): the noise and the top-k see the same global vector, and each score is a
   row-local computation.
 """
@@ -133,6 +138,27 @@ def _check_gain(gain):
 
 def _logits(emb: Embeddings, image, text):
   return emb.temperature * image @ text.T + emb.bias
+
+
+def _block_logits(emb: Embeddings, candidates, chunk, bias: bool = True):
+  """Logits between the candidates' rows [B/D, d] and the chunk's rows [n, d], candidate-major
+  [B/D, n]. The temperature scales the chunk's side: scaling the candidates' would be hoisted out
+  of the sampler's loop as [B/D, d] copies."""
+  logits = candidates @ (emb.temperature * chunk).T
+  return logits + emb.bias if bias else logits
+
+
+def _softplus(x):
+  """softplus(x) = log(1 + e^x), as jax.nn.softplus computes it (max(x, 0) + log1p(e^-|x|)) but
+  without its isnan guard, which keeps XLA from fusing it into the block matmul's consumer."""
+  return jnp.maximum(x, 0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
+
+
+def _logsumexp_rows(x):
+  """logsumexp over axis 1 of finite x, as jax.nn.logsumexp computes it, minus its isfinite
+  guard (the same fusion reason as _softplus)."""
+  top = jnp.max(x, axis=1)
+  return jnp.log(jnp.sum(jnp.exp(x - top[:, None]), axis=1)) + top
 
 
 def _pair_losses(logits, positive):
@@ -242,22 +268,41 @@ class _Accumulated:
     return out
 
   def update(self, state, models, chunk_models, positions, chunk):
-    """Adds the blocks between the local candidates and the chunk just chosen ([B/D, n])."""
+    """Adds the blocks between the local candidates and the chunk just chosen ([B/D, n]).
+
+    Written so that XLA fuses each block's matmul with the elementwise loss and the row
+    reduction: no [B/D, n] block is ever written to memory (working memory O(B + n d)).
+    """
     if self.loss == 'sigmoid':
-      positive = positions[:, None] == chunk[None, :]
+      in_chunk = _members(positions, chunk)
       total = state['sum']
       for sign, e, c in zip(self.signs, models, chunk_models):
-        as_image = _pair_losses(_logits(e, e.image, c.text), positive)  # S[i, k]
-        as_text = _pair_losses(_logits(e, c.image, e.text).T, positive)  # S[k, i]
-        total = total + sign * jnp.sum(as_image + as_text, axis=1)
+        # All pairs as negatives, S[i, k] and S[k, i], both computed as candidate-major
+        # [B/D, n] products (a transposed product would not fuse with the row sum).
+        as_image = _softplus(_block_logits(e, e.image, c.text))  # -log sigmoid(-l(img_i, txt_k))
+        as_text = _softplus(_block_logits(e, e.text, c.image))  # -log sigmoid(-l(img_k, txt_i))
+        # The positive pairs (i == k, a chunk member against itself) only on the diagonal
+        # entries: softplus(-l) - softplus(l) = -l, in both directions.
+        own = e.temperature * jnp.sum(e.image * e.text, -1) + e.bias
+        total = total + sign * (jnp.sum(as_image + as_text, axis=1)
+                                + jnp.where(in_chunk, -2.0 * own, 0.0))
       return {'sum': total}
     i2t, t2i = [], []
     for m, (e, c) in enumerate(zip(models, chunk_models)):
-      i2t.append(jnp.logaddexp(state['lse_i2t'][m],
-                               jax.nn.logsumexp(_logits(e, e.image, c.text), axis=1)))
-      t2i.append(jnp.logaddexp(state['lse_t2i'][m],
-                               jax.nn.logsumexp(_logits(e, c.image, e.text), axis=0)))
+      # logsumexp_k(l_ik + bias) = logsumexp_k(l_ik) + bias: the bias added to the [B/D] row
+      # values, not broadcast over the block (which XLA would materialise).
+      i2t.append(jnp.logaddexp(state['lse_i2t'][m], e.bias + _logsumexp_rows(
+          _block_logits(e, e.image, c.text, bias=False))))
+      t2i.append(jnp.logaddexp(state['lse_t2i'][m], e.bias + _logsumexp_rows(
+          _block_logits(e, e.text, c.image, bias=False))))
     return {'lse_i2t': jnp.stack(i2t), 'lse_t2i': jnp.stack(t2i)}
+
+
+def _members(positions, chunk):
+  """[B/D] bool: which local candidates (global `positions`, contiguous) are in `chunk`."""
+  local = chunk - positions[0]
+  mine = (local >= 0) & (local < positions.shape[0])
+  return (positions < 0).at[jnp.where(mine, local, positions.shape[0])].set(True, mode='drop')
 
 
 def _fetch_rows(x, chunk, start):
@@ -325,9 +370,7 @@ def sample_joint(learner=None, reference=None, *, num_selected: int, num_chunks:
                                  _fetch_rows(e.text, previous, start), e.temperature, e.bias)
                       for e in models_local]
       state = acc.update(state, models_local, chunk_models, positions, previous)
-      local = previous - start  # Mark the previous chunk's local members as taken.
-      mine = (local >= 0) & (local < local_size)
-      selected = selected.at[jnp.where(mine, local, local_size)].set(True, mode='drop')
+      selected = selected | _members(positions, previous)  # Taken from now on.
       chunk, logits = choose(state, selected, models_local, key, start)
       return (state, selected, chunk), (chunk, logits if return_logits else None)
 
