@@ -150,16 +150,12 @@ def test_safe_changes_and_the_override_are_allowed(tmp_path):
 
 
 # ----- newest checkpoint damaged -----
-def _biggest_file(directory):
-  files = [os.path.join(r, f) for r, _, fs in os.walk(directory) for f in fs]
-  return max(files, key=os.path.getsize)
-
-
 def _damage(step_dir, how):
-  if how == 'truncated_array':
-    path = _biggest_file(os.path.join(step_dir, 'state'))
-    with open(path, 'r+b') as f:
-      f.truncate(os.path.getsize(path) // 2)
+  if how == 'truncated_array':  # Every array data file of the state, cut to half its size.
+    for root, _, files in os.walk(os.path.join(step_dir, 'state')):
+      for name in files if os.path.basename(root) == 'd' else ():
+        with open(os.path.join(root, name), 'r+b') as f:
+          f.truncate(os.path.getsize(os.path.join(root, name)) // 2)
   elif how == 'missing_metadata':
     os.remove(os.path.join(step_dir, 'state', '_METADATA'))
   elif how == 'empty_data_state':
