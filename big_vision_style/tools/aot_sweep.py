@@ -95,11 +95,11 @@ ENTRIES = [
           'v4:2x2x1', 'ClassAct-Online: the Ti reference trains on the whole super-batch '
           '(B = 8192) besides the ViT-B/16 learner (bf16, remat)'),
     Entry('bs_reference', BS + 'reference.py:tpu', 'v4:2x2x1', 'the Ti/16 reference, b = 4096'),
-    Entry('bs_active_clip', BS + 'active_clip.py:tpu', 'v4:4x4x8',
+    Entry('bs_active_clip', BS + 'active_clip.py:tpu', 'v4:4x4x4',
           'pool=curated (the pools differ only in the reference checkpoint): two-tower B '
           'learner, Ti actor trained on b = 32768, B reference on B = 65536'),
     # JEST: two towers, B/16 image + B text (bf16, remat), b = 32768.
-    Entry('jest_filter_ratio_f0.9', JE + 'filter_ratio.py:tpu,filter_ratio=0.9', 'v4:8x8x8',
+    Entry('jest_filter_ratio_f0.9', JE + 'filter_ratio.py:tpu,filter_ratio=0.9', 'v4:4x4x8',
           'f = 0.9 (B = 327,680), joint learnability: the largest super-batch of Fig. 3'),
     Entry('jest_filter_ratio', JEST, 'v4:4x8x8', 'f = 0.8 (B = 163,840), the paper\'s setting'),
     Entry('jest_reference_curation', JE + 'reference_curation.py:tpu', 'v4:4x8x8',
@@ -107,12 +107,12 @@ ENTRIES = [
     Entry('jest_sampler_quality', JE + 'sampler_quality.py:tpu', 'v4:4x8x8', 'its only config'),
     Entry('jest_table1', JE + 'table1.py:tpu', 'v4:4x8x8',
           'method_name=jest (method_name=siglip is an i.i.d. step like jest_reference\'s)'),
-    Entry('jest_variants_softmax', JE + 'variants.py:tpu,loss=softmax', 'v4:4x8x8',
+    Entry('jest_variants_softmax', JE + 'variants.py:tpu,loss=softmax', 'v4:4x4x4',
           'softmax (CLIP) loss, joint f = 0.8: its sampler recomputes log-sum-exps for every '
           'chunk (the hard-learner arms, f up to 0.9, run no reference)'),
-    Entry('jest_flexi', JE + 'flexi.py:tpu', 'v4:4x4x8',
+    Entry('jest_flexi', JE + 'flexi.py:tpu', 'v4:4x4x4',
           'Flexi-JEST, f = 0.8: scores at patch 32, trains half the batch at each patch size'),
-    Entry('jest_reference', JE + 'reference.py:tpu', 'v4:4x4x4',
+    Entry('jest_reference', JE + 'reference.py:tpu', 'v4:2x4x4',
           'the reference: i.i.d. SigLIP, b = 32768'),
     # ReLA: ViT students (bf16; remat on ImageNet).
     Entry('rela_table1_imagenet', RE + 'table1.py:tpu,dataset=imagenet,objective=byol,'
@@ -307,6 +307,24 @@ def summarise(record: dict) -> dict:
                'raw_bytes': v['raw_bytes'], 'moved_bytes_per_chip': v['moved_bytes_per_chip']}
            for k, v in (coll.get('summary') or {}).items()}
   flops = r.get('flops_total')
+  # hlo_stats counts an op in a conditional's branch as if that branch ran, so its total adds
+  # every branch: selection.gather's windowed ppermutes (the branch a step takes unless a
+  # selection needs a longer shift) and its exact fallback (an all-reduce of the whole [b, ...]
+  # selected batch). `typical` counts the ops outside conditionals plus the windowed branch.
+  by_branch, windowed = {}, set()
+  for op in coll.get('ops') or []:
+    moved = op['moved_bytes_per_chip'] * op['executions']
+    by_branch[op.get('branch', '')] = by_branch.get(op.get('branch', ''), 0.0) + moved
+    if 'gather_windowed' in (op.get('op_name') or ''):
+      windowed.add(op.get('branch', ''))
+  typical = by_branch.get('', 0.0) + sum(by_branch.get(b, 0.0) for b in windowed - {''})
+  where = {}  # kind -> {'unconditional' | 'windowed gather' | 'other branches': bytes}
+  for op in coll.get('ops') or []:
+    branch = op.get('branch', '')
+    label = ('unconditional' if not branch else
+             'windowed gather' if branch in windowed else 'other branches')
+    d = where.setdefault(op['kind'], {})
+    d[label] = d.get(label, 0.0) + op['moved_bytes_per_chip'] * op['executions']
   return {'compiled': True, 'fits': r['fits'], 'needed_gib': _gib(r['needed_bytes']),
           'usable_hbm_gib': _gib(r['usable_hbm_bytes']), 'margin_gib': _gib(r['margin_bytes']),
           'argument_gib': _gib(mem.get('argument_bytes')),
@@ -316,6 +334,12 @@ def summarise(record: dict) -> dict:
           'tflop_per_step': None if flops is None else flops / 1e12,
           'tflop_per_chip': None if flops is None else flops / 1e12 / r['num_devices'],
           'collective_moved_gib_per_chip': _gib(coll.get('moved_bytes_per_chip')),
+          'collective_typical_gib_per_chip': _gib(typical) if coll else None,
+          'collective_gib_per_chip_by_branch': {k or 'unconditional': _gib(v)
+                                                for k, v in sorted(by_branch.items())},
+          'windowed_gather_branches': sorted(windowed),
+          'collective_gib_per_chip_by_kind_and_branch': {
+              k: {label: _gib(v) for label, v in d.items()} for k, d in sorted(where.items())},
           'collectives': kinds, 'compile_s': r['compile_s'], 'compile_cpu_s': r['compile_cpu_s'],
           'lower_s': r['lower_s'], 'compiler_oom': bool(r.get('compiler_oom')),
           'num_chips': r['num_chips'], 'program': r['name'], 'notes': r.get('notes', [])}
@@ -343,7 +367,7 @@ def _kind_cell(s: dict) -> str:
 
 def main_table(entries_out: list[dict]) -> str:
   lines = ['| config, arm | slice | chips | GiB/chip | HBM GiB | fits | TFLOP/step | '
-           'collectives GiB/chip (by kind) | compile s (CPU) |',
+           'collectives GiB/chip: typical / bound (bound by kind) | compile s (CPU) |',
            '|---|---|---:|---:|---:|:---:|---:|---|---:|']
   for e in entries_out:
     if e['fixed']:
@@ -363,7 +387,8 @@ def main_table(entries_out: list[dict]) -> str:
         continue
       fits = 'yes' if s['fits'] else ('no (compiler OOM)' if s['compiler_oom'] else 'no')
       moved = ('-' if s['collective_moved_gib_per_chip'] is None else
-               f'{s["collective_moved_gib_per_chip"]:.3g} ({_kind_cell(s)})')
+               f'{s["collective_typical_gib_per_chip"]:.3g} / {s["collective_moved_gib_per_chip"]:.3g}'
+               f' ({_kind_cell(s)})')
       tflop = '-' if s['tflop_per_step'] is None else f'{s["tflop_per_step"]:.4g}'
       lines.append(f'| {label} | {top} | {s["num_chips"]} | {_fmt(s["needed_gib"])} | '
                    f'{_fmt(s["usable_hbm_gib"])} | {fits} | {tflop} | {moved} | '
@@ -374,23 +399,29 @@ def main_table(entries_out: list[dict]) -> str:
 
 def scaling_table(entries_out: list[dict]) -> str:
   rows = [c for e in entries_out if e['fixed'] for c in e['compiles'] if c['summary']['compiled']]
-  kinds = sorted({k for c in rows for k in c['summary'].get('collectives', {})})
+  cols = sorted({(k, label) for c in rows
+                 for k, d in c['summary'].get('collective_gib_per_chip_by_kind_and_branch',
+                                              {}).items() for label in d},
+                key=lambda kl: (['unconditional', 'windowed gather', 'other branches'].index(
+                    kl[1]), kl[0]))
   head = (['chips', 'slice', 'arguments', 'temporaries', 'outputs - aliased', 'XLA peak',
-           'needed', 'fits', 'TFLOP/step', 'TFLOP/chip'] + [f'{k}' for k in kinds] +
-          ['all collectives'])
+           'needed', 'fits', 'TFLOP/step', 'TFLOP/chip'] + [f'{k} ({label})' for k, label in cols]
+          + ['collectives, typical', 'collectives, bound'])
   lines = ['| ' + ' | '.join(head) + ' |', '|' + '---:|' * len(head)]
   for c in rows:
     s = c['summary']
     cells = [str(s['num_chips']), c['topology']]
     if s['compiler_oom']:
-      cells += ['-'] * 4 + [_fmt(s['needed_gib']), 'no (OOM)'] + ['-'] * (len(kinds) + 3)
+      cells += ['-'] * 4 + [_fmt(s['needed_gib']), 'no (OOM)'] + ['-'] * (len(cols) + 4)
     else:
+      where = s['collective_gib_per_chip_by_kind_and_branch']
       cells += [_fmt(s['argument_gib']), _fmt(s['temp_gib']),
                 _fmt(s['output_gib'] - s['alias_gib']), _fmt(s['peak_gib']),
                 _fmt(s['needed_gib']), 'yes' if s['fits'] else 'no',
                 f'{s["tflop_per_step"]:.4g}', f'{s["tflop_per_chip"]:.4g}']
-      cells += [_fmt(_gib(s['collectives'].get(k, {}).get('moved_bytes_per_chip', 0.0)), 3)
-                for k in kinds] + [_fmt(s['collective_moved_gib_per_chip'], 3)]
+      cells += [_fmt(where.get(k, {}).get(label, 0.0), 3) for k, label in cols]
+      cells += [_fmt(s['collective_typical_gib_per_chip'], 3),
+                _fmt(s['collective_moved_gib_per_chip'], 3)]
     lines.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
 
