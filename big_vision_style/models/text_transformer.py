@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from big_vision_style import tokenizers
+from big_vision_style.models import heads
 from big_vision_style.models import vit
 
 POOL_TYPES = ('mean', 'last')
@@ -56,12 +57,7 @@ class _Model(nn.Module):
     else:
       last = jnp.maximum(valid.shape[1] - 1 - jnp.argmax(valid[:, ::-1], axis=1), 0)
       x = jnp.take_along_axis(x, last[:, None, None], axis=1)[:, 0]
-    out['pre_logits'] = x
-    if self.num_classes:
-      kw = {'kernel_init': nn.initializers.zeros} if self.head_zeroinit else {}
-      x = nn.Dense(self.num_classes, name='head', **kw)(x)
-    out['logits'] = x
-    return x, out
+    return heads.classify(x, out, self.num_classes, zeroinit=self.head_zeroinit)
 
 
 def Model(num_classes=None, *, variant=None, **kw):  # pylint: disable=invalid-name

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from big_vision_style.models import flexi
+from big_vision_style.models import heads
 
 # name: (width, depth, mlp_dim, num_heads). `mu` is the paper's tiny actor (about 1000x < L).
 VARIANTS = {
@@ -160,12 +161,7 @@ class _Model(nn.Module):
       x = x[:, 0]
     else:
       raise ValueError(f'Unknown pool_type {self.pool_type!r}: expected gap or tok.')
-    out['pre_logits'] = x
-    if self.num_classes:
-      kw = {'kernel_init': nn.initializers.zeros} if self.head_zeroinit else {}
-      x = nn.Dense(self.num_classes, name='head', **kw)(x)
-    out['logits'] = x
-    return x, out
+    return heads.classify(x, out, self.num_classes, zeroinit=self.head_zeroinit)
 
 
 def Model(num_classes=None, *, variant=None, **kw):  # pylint: disable=invalid-name
