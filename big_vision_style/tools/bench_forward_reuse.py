@@ -30,7 +30,7 @@ from big_vision_style import input_pipeline
 from big_vision_style import models
 from big_vision_style import selection
 from big_vision_style import sharding
-from big_vision_style.tools.bench_jest_sampler import _best_time
+from big_vision_style.tools import timing
 from experiments.jest import filter_ratio
 
 
@@ -77,7 +77,7 @@ def measure(config, filter_ratio_value: float, reps: int) -> dict:
     grads[name] = compiled(params, batch, indices)[0]
     row[name] = {'gflops': cost.flops / 1e9,
                  'temp_mib': compiled.memory_analysis().temp_size_in_bytes / 2**20,
-                 'ms': 1e3 * _best_time(lambda: compiled(params, batch, indices), reps)}
+                 'ms': 1e3 * timing.best_time(lambda: compiled(params, batch, indices), reps)}
   scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads['plain']))
   row['max_grad_difference_relative'] = max(
       float(jnp.max(jnp.abs(a - c))) for a, c in zip(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 
 import jax
 import jax.numpy as jnp
@@ -23,17 +22,8 @@ from big_vision_style import input_pipeline
 from big_vision_style import methods
 from big_vision_style import selection
 from big_vision_style import sharding
+from big_vision_style.tools import timing
 from experiments.bad_students import policy_comparison
-
-
-def _time(fn, reps):
-  fn()
-  best = float('inf')
-  for _ in range(reps):
-    t = time.perf_counter()
-    fn()
-    best = min(best, time.perf_counter() - t)
-  return best
 
 
 def measure(filter_ratio: float, reference: str, reps: int, mesh) -> dict:
@@ -77,7 +67,7 @@ def measure(filter_ratio: float, reference: str, reps: int, mesh) -> dict:
     jax.block_until_ready(m)
 
   return {'filter_ratio': filter_ratio, 'reference': reference, 'batch': b, 'super_batch': big,
-          'seconds_per_step': _time(run, reps), 'flops_per_step': cost.flops,
+          'seconds_per_step': timing.best_time(run, reps), 'flops_per_step': cost.flops,
           'flops_by_category': categories}
 
 

@@ -26,17 +26,8 @@ from big_vision_style import methods
 from big_vision_style import models
 from big_vision_style import preprocess
 from big_vision_style import sharding
+from big_vision_style.tools import timing
 from experiments.baseline import fashion_mnist as baseline_config
-
-
-def _best_time(fn, reps: int) -> float:
-  fn()  # Warm-up (and compile).
-  times = []
-  for _ in range(reps):
-    t = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t)
-  return min(times)
 
 
 def matmul_peak(n: int = 4096, reps: int = 5) -> dict:
@@ -44,7 +35,7 @@ def matmul_peak(n: int = 4096, reps: int = 5) -> dict:
   b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
   mm = jax.jit(jnp.matmul).lower(a, b).compile()
   cost = flops.measure_compiled(mm).flops
-  dt = _best_time(lambda: mm(a, b).block_until_ready(), reps)
+  dt = timing.best_time(lambda: mm(a, b).block_until_ready(), reps)
   return {'n': n, 'flops': cost, 'analytic_flops': 2.0 * n ** 3, 'seconds': dt,
           'gflops_per_s': cost / dt / 1e9}
 
@@ -74,7 +65,7 @@ def train_step_throughput(model_kwargs: dict, batch_size: int, reps: int, mesh) 
     holder['state'], m = compiled(holder['state'], {}, batch, step)
     jax.block_until_ready(m)
 
-  dt = _best_time(run, reps)
+  dt = timing.best_time(run, reps)
   num_params = sum(x.size for x in jax.tree.leaves(params))
   analytic = 3 * batch_size * models.get_model('vit').analytic_forward_flops(
       image_size=28, num_classes=10, channels=1, **model_kwargs)
