@@ -20,6 +20,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 SKIPPED = 'nonfinite_skipped'  # The state entry (and metric suffix) of skipped steps.
 METRIC = 'train/nonfinite_skipped'
@@ -42,36 +43,43 @@ def _bad_bits(measurements, keys, bit_of=None):
 
 
 class Tracker:
-  """Device-side (first bad step, which quantities), updated without a host sync."""
+  """The first non-finite step and what was not finite, found without a host sync per step.
 
-  def __init__(self, replicated):
-    self._record = jax.device_put((jnp.int32(0), jnp.int32(0)), replicated)
-    self._names = []  # Every watched name seen, in any phase: bit i is self._names[i].
-    self._fold = jax.jit(self._fold_fn, static_argnames=('keys', 'bit_of'),
-                         out_shardings=replicated)
+  `update` only keeps references to each step's watched measurements (scalars, already on
+  device); `failed` / `check` fetch them in one transfer at log and checkpoint steps and scan
+  them on the host. No extra program is dispatched per step: an earlier version folded them
+  into a device record with a second jitted program every step, and on XLA:CPU that program,
+  dispatched while the sharded step ran, intermittently aborted the process.
+  """
 
-  @staticmethod
-  def _fold_fn(record, measurements, step, keys, bit_of):
-    first, bits = record
-    new_bits = _bad_bits(measurements, keys, bit_of)
-    fresh = (first == 0) & (new_bits != 0)
-    return jnp.where(fresh, step, first), jnp.where(fresh, new_bits, bits)
+  def __init__(self, replicated=None):
+    del replicated  # Kept for callers; nothing lives on device any more.
+    self._pending = []  # (step, {name: device scalar}) since the last check.
+    self._first = None  # (step, names) of the first non-finite step seen.
 
   def update(self, measurements, step):
-    keys = tuple(watched(measurements))  # Phases (ReLA's, then the method's) log different ones.
-    self._names += [k for k in keys if k not in self._names]
-    self._record = self._fold(self._record, {k: measurements[k] for k in keys}, step, keys=keys,
-                              bit_of=tuple(self._names.index(k) for k in keys))
+    keys = watched(measurements)  # Phases (ReLA's, then the method's) log different ones.
+    self._pending.append((int(step), {k: measurements[k] for k in keys}))
+
+  def _scan(self):
+    pending, self._pending = self._pending, []
+    if self._first is not None or not pending:
+      return
+    for step, values in zip([s for s, _ in pending], jax.device_get([v for _, v in pending])):
+      bad = sorted(k for k, v in values.items() if not np.all(np.isfinite(v)))
+      if bad:
+        self._first = (step, bad)
+        return
 
   def failed(self) -> bool:
     """Whether any step so far was not finite (syncs with the device)."""
-    return bool(int(jax.device_get(self._record[0])))
+    self._scan()
+    return self._first is not None
 
   def check(self, last_good: str):
     """Raises NonFiniteError if any step so far was not finite (syncs with the device)."""
-    first, bits = (int(x) for x in jax.device_get(self._record))
-    if first:
-      names = [k for i, k in enumerate(self._names) if bits >> i & 1]
+    if self.failed():
+      first, names = self._first
       raise NonFiniteError(
           f'Step {first} gave a non-finite {" and ".join(names)}; stopped without saving it. '
           f'The last good checkpoint is {last_good}. Lower the learning rate (config.optax.lr) '

@@ -209,7 +209,7 @@ def _train(config, workdir: str, stop_after_step: int | None):
   ckpt_every = config.get('ckpt_steps', 1000)
   loop_t0 = time.time()
   row = {}
-  tracker = None if skip_bad else nonfinite.Tracker(replicated)
+  tracker = None if skip_bad else nonfinite.Tracker()
 
   def guard():  # Syncs: raises before a non-finite step is logged or saved.
     if tracker is not None and tracker.failed():
@@ -234,7 +234,7 @@ def _train(config, workdir: str, stop_after_step: int | None):
     phase = built.phases[phase_i]
     state, measurements = programs[phase_i](state, frozen, batch, jnp.asarray(step, jnp.int32))
     if tracker is not None:
-      tracker.update(measurements, jnp.asarray(step, jnp.int32))  # Async: no host sync.
+      tracker.update(measurements, step)  # Keeps references: no host sync, no program.
     for category, cost in step_costs[phase_i].items():
       counter.add(category, cost)
     phase_ended = False
