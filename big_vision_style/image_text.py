@@ -73,7 +73,8 @@ def reused_gradient(model, params, scored, scored_vjp, chosen, indices, mesh, *,
   fn = lambda p, x: embed(model, p, x['image'], x['text'])
   sub_vjp = forward_reuse.sub_batch_vjp(fn, params, scored_vjp, _pixels_only(chosen), indices,
                                         mesh, full_size=scored.image.shape[0])
-  rows = selection.gather({'image': scored.image, 'text': scored.text}, indices, mesh)
+  rows = selection.gather({'image': scored.image, 'text': scored.text}, indices, mesh,
+                          window=mesh.shape['data'] - 1)  # No cond: see forward_reuse.py.
   value, cotangent = jax.value_and_grad(lambda e: jnp.mean(contrastive.per_example_loss(
       loss, e.image, e.text, e.temperature, e.bias)))(scored._replace(**rows))
   grads, = sub_vjp(cotangent)
