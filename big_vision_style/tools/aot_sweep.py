@@ -128,6 +128,7 @@ ENTRIES = [
           'the ImageNet prior, ViT-S/16 at 224 px, b = 1024 (the CIFAR priors see 32 px)'),
 ] + [Entry(f'jest_scaling_{t.split(":")[1]}', JEST, t, 'f = 0.8', ladder=(t,), fixed=True)
      for t in SCALING_SLICES]
+ORDER = [e.name for e in ENTRIES]  # The tables' order.
 # The order of each round: the headline steps and the scaling study first.
 _FIRST = ('bs_policy_comparison', 'jest_filter_ratio', *(f'jest_scaling_{t.split(":")[1]}'
                                                          for t in SCALING_SLICES))
@@ -262,6 +263,9 @@ def compile_one(entry: Entry, topology: str, out: str, digests: tuple[str, str],
     with open(tmp) as f:
       record['report'] = json.load(f)[0]
     os.remove(tmp)
+  if killed is None and record['report'] is None and rc is not None and rc < 0:
+    killed = f'killed by signal {-rc} (not by this sweep)'
+    record['killed'] = killed
   if killed:  # Not a result: a rerun tries again.
     print(f'killed {k}: {killed}', flush=True)
     return record
@@ -463,7 +467,7 @@ def collect(out: str, entries: list[Entry], code: str, digests: dict[str, str]) 
 
 
 def write_outputs(out: str, entries: list[Entry], code: str, digests: dict[str, str]):
-  collected = collect(out, entries, code, digests)
+  collected = sorted(collect(out, entries, code, digests), key=lambda e: ORDER.index(e['name']))
   main_rows = [e for e in collected if not e['fixed']]
   scaling = [e for e in collected if e['fixed']]
   with open(os.path.join(out, 'aot.json'), 'w') as f:
