@@ -177,3 +177,49 @@ def test_cli_writes_a_row_and_json(tmp_path, capsys):
   assert 'mlp_adam' in printed and 'v5e:2x2' in printed and 'all-reduce x1' in printed
   [saved] = json.loads(out.read_text())
   assert saved['fits'] and saved['num_chips'] == 4 and saved['flops_total'] > 0
+
+
+@needs_libtpu
+def test_program_digest_names_the_compiled_program(tmp_path, capsys):
+  build = lambda mesh: mlp_builder(None, mesh)
+  first = aot.lower_on('v5p:2x2x1', build)
+  assert aot.lower_on('v5p:2x2x1', build)['lowered_digest'] == first['lowered_digest']
+  # Another width or another slice is another program.
+  assert aot.lower_on('v5p:2x2x1', lambda mesh: mlp_builder(None, mesh, width=2 * H))[
+      'lowered_digest'] != first['lowered_digest']
+  assert aot.lower_on('v5p:2x2x2', build)['lowered_digest'] != first['lowered_digest']
+  # What a compile reports is what --lower_only prints, without compiling.
+  assert aot.compile_on('v5p:2x2x1', build).lowered_digest == first['lowered_digest']
+  out = tmp_path / 'lowered.json'
+  assert aot.main(['--builder', 'tests.test_aot:mlp_builder', '--topology', 'v5p:2x2x1',
+                   '--lower_only', '--out', str(out)]) == 0
+  assert first['lowered_digest'] in capsys.readouterr().out
+  [saved] = json.loads(out.read_text())
+  assert saved['lowered_digest'] == first['lowered_digest']
+
+
+def test_sweep_keeps_a_report_whose_program_is_unchanged(tmp_path):
+  from big_vision_style.tools import aot_sweep  # pylint: disable=g-import-not-at-top
+
+  class FakeLowerings:  # Stands in for lowering the current code.
+    def __init__(self, digest):
+      self.calls, self.value = 0, digest
+
+    def digest(self, entry, topology, config_digest):
+      self.calls += 1
+      return self.value
+
+  entry = aot_sweep.ENTRIES[0]
+  rec = {'topology': 'v4:2x2x2', 'config_digest': 'c1', 'code_digest': 'old',
+         'lowered_digest': 'p1'}
+  same, other = FakeLowerings('p1'), FakeLowerings('p2')
+  assert aot_sweep.is_current({**rec, 'code_digest': 'new'}, entry, 'c1', 'new', other)
+  assert other.calls == 0  # Same code: nothing lowered.
+  assert aot_sweep.is_current(rec, entry, 'c1', 'new', same)  # Code edited, same program.
+  assert not aot_sweep.is_current(rec, entry, 'c1', 'new', other)  # The step changed.
+  assert not aot_sweep.is_current(rec, entry, 'c2', 'new', same)  # The config changed.
+  no_digest = {k: v for k, v in rec.items() if k != 'lowered_digest'}
+  assert not aot_sweep.is_current(no_digest, entry, 'c1', 'new', same)
+  # A digest inside the report (as compile_one writes it) counts too.
+  assert aot_sweep.is_current({**no_digest, 'report': {'lowered_digest': 'p1'}}, entry, 'c1',
+                              'new', same)

@@ -3,6 +3,11 @@ r"""Ahead-of-time compilation of a train step for a TPU slice, on this CPU host 
   python -m big_vision_style.tools.aot --config experiments/jest/filter_ratio.py:tpu \
       --topology v5p:8x8x4 --topology v5p-128 --out aot.json
   python -m big_vision_style.tools.aot --list
+  python -m big_vision_style.tools.aot --config ... --topology v4:2x2x2 --lower_only
+
+`--lower_only` lowers without compiling (seconds) and prints the program's digest (sha256 of its
+StableHLO text): equal digests compile to the same program, so a report stays valid across code
+edits that do not change the step (tools/aot_sweep.py relies on it).
 
 libtpu's compiler runs here against abstract TPU devices (`jax.experimental.topologies`, the
 way google/maxtext's train_compile.py does it): the step is lowered with abstract arguments and
@@ -48,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import importlib
 import importlib.util
 import json
@@ -305,6 +311,7 @@ class AotReport:
   compile_cpu_s: float             # CPU time of this process in it (the host may be shared).
   compiler_oom: str | None = None  # libtpu's own out-of-memory message, if it raised one.
   notes: list[str] = dataclasses.field(default_factory=list)
+  lowered_digest: str | None = None  # program_digest of what was compiled.
 
   def as_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
@@ -375,6 +382,26 @@ def _parse_oom(message: str) -> float | None:
   return None
 
 
+def program_digest(lowered) -> str:
+  """The first 16 hex digits of the sha256 of the lowered StableHLO text (no debug locations).
+  Two compiles with the same digest, topology and libtpu compile the same program, whatever
+  code produced it: aot_sweep keeps a report across code edits that leave the step unchanged."""
+  return hashlib.sha256(lowered.as_text().encode()).hexdigest()[:16]
+
+
+def lower_on(topology: str | Topology, build: Callable[[Any], Program], *,
+             axis_names: Sequence[str] = ('data',), mesh_shape: Sequence[int] | None = None,
+             num_slices: int = 1) -> dict[str, Any]:
+  """Builds and lowers `build(mesh)` for the slice without compiling it (seconds, not
+  minutes): {'topology', 'lowered_digest', 'lower_s'}."""
+  topo = parse_topology(topology, num_slices)
+  program = build(topology_mesh(topo, axis_names, mesh_shape))
+  t0 = time.perf_counter()
+  lowered = program.fn.trace(*program.args).lower()
+  return {'topology': topo.name, 'lowered_digest': program_digest(lowered),
+          'lower_s': time.perf_counter() - t0}
+
+
 def compile_on(topology: str | Topology, build: Callable[[Any], Program], *,
                axis_names: Sequence[str] = ('data',), mesh_shape: Sequence[int] | None = None,
                num_slices: int = 1) -> AotReport:
@@ -397,6 +424,7 @@ def compile_on(topology: str | Topology, build: Callable[[Any], Program], *,
   traced = program.fn.trace(*program.args)
   lowered = traced.lower()
   lower_s = time.perf_counter() - t0
+  digest = program_digest(lowered)
   t0, c0 = time.perf_counter(), time.process_time()
   try:
     compiled = lowered.compile()
@@ -414,7 +442,8 @@ def compile_on(topology: str | Topology, build: Callable[[Any], Program], *,
                      memory=None, flops_per_device=None, flops_total=None,
                      uncorrected_loops=None, collectives=None, lower_s=lower_s,
                      compile_s=time.perf_counter() - t0,
-                     compile_cpu_s=time.process_time() - c0, compiler_oom=message.strip()[:2000])
+                     compile_cpu_s=time.process_time() - c0, compiler_oom=message.strip()[:2000],
+                     lowered_digest=digest)
   compile_s, compile_cpu_s = time.perf_counter() - t0, time.process_time() - c0
 
   memory = _memory(compiled)
@@ -438,7 +467,8 @@ def compile_on(topology: str | Topology, build: Callable[[Any], Program], *,
                    margin_bytes=usable - needed, memory=memory, flops_per_device=per_device,
                    flops_total=per_device * topo.num_devices + extra,
                    uncorrected_loops=uncorrected, collectives=stats.as_dict(), lower_s=lower_s,
-                   compile_s=compile_s, compile_cpu_s=compile_cpu_s, notes=notes)
+                   compile_s=compile_s, compile_cpu_s=compile_cpu_s, notes=notes,
+                   lowered_digest=digest)
 
 
 # ----------------------------------------------------------------------------- the CLI
@@ -491,6 +521,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument('--out', help='write the reports here as JSON')
   parser.add_argument('--collectives', action='store_true', help='print each collective too')
   parser.add_argument('--list', action='store_true', help='list the accepted topologies')
+  parser.add_argument('--lower_only', action='store_true',
+                      help='lower, do not compile: print the program digest per topology')
   args = parser.parse_args(argv)
 
   if args.list:
@@ -512,6 +544,16 @@ def main(argv: Sequence[str] | None = None) -> int:
   if args.config:
     from big_vision_style import config_utils  # pylint: disable=g-import-not-at-top
     config = config_utils.load_config(args.config)
+
+  if args.lower_only:
+    lowered = [lower_on(topo, lambda mesh: builder(config, mesh)) for topo in topologies]
+    for r in lowered:
+      print(f'{r["topology"]:<14} {r["lowered_digest"]}  lowered in {r["lower_s"]:.1f} s')
+    if args.out:
+      os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+      with open(args.out, 'w') as f:
+        json.dump(lowered, f, indent=1)
+    return 0
 
   reports = []
   print(AotReport.header(), flush=True)

@@ -24,9 +24,18 @@ niced, and killed if the host's available memory falls under --mem_floor_gib (th
 shared; a killed compile is retried by the next run). `<out>/raw/<entry>@<slice>.json` keeps
 its report with what made it: the command, the digest of the config (its whole `to_dict()`),
 the digest of the code that builds and compiles the step (big_vision_style/**/*.py), the
-commit, libtpu's version, wall time and the compiler process's peak host memory. A rerun
-skips every compile whose raw report has the same config and code digests (an edit of a
-config's docstring changes neither), so the sweep resumes where it stopped.
+commit, libtpu's version, wall time, the compiler process's peak host memory and the
+program's digest (`aot.program_digest`: sha256 of the lowered StableHLO). A rerun keeps every
+compile whose config digest is the same and whose code digest is too, or, after code edits,
+whose program is: the entry is lowered again (`aot --lower_only`, seconds; cached in
+`<out>/lowered.json`) and its digest compared. So the sweep resumes where it stopped, and
+recompiles only the steps that an edit changed; the tables mark any report that is neither
+(STALE).
+
+  python -m big_vision_style.tools.aot_sweep --out results/aot --backfill_lowered
+
+gives reports written before digests were recorded theirs, by lowering each at the commit that
+compiled it (in a temporary `git worktree`); the record says so (`lowered_digest_backfilled`).
 
 Outputs: aot.json (per entry: its compiles, with reports less the per-op collective list, and
 its smallest fitting slice), table.md, jest_scaling.json and jest_scaling.md.
@@ -62,7 +71,7 @@ class Entry:
   first) are both compiled."""
   name: str      # Unique; raw files are named after it.
   spec: str      # --config of tools/aot.py.
-  start: str     # First slice compiled (a guess from the memory of similar steps).
+  start: str     # First slice compiled: the smallest that fitted in the last full sweep.
   arm: str = ''  # Which arm of the config, and why that one.
   ladder: tuple[str, ...] = V4
   fixed: bool = False  # Compile at `start` only (the scaling study).
@@ -95,13 +104,13 @@ ENTRIES = [
           'v4:2x2x1', 'ClassAct-Online: the Ti reference trains on the whole super-batch '
           '(B = 8192) besides the ViT-B/16 learner (bf16, remat)'),
     Entry('bs_reference', BS + 'reference.py:tpu', 'v4:2x2x1', 'the Ti/16 reference, b = 4096'),
-    Entry('bs_active_clip', BS + 'active_clip.py:tpu', 'v4:4x4x4',
+    Entry('bs_active_clip', BS + 'active_clip.py:tpu', 'v4:2x4x4',
           'pool=curated (the pools differ only in the reference checkpoint): two-tower B '
           'learner, Ti actor trained on b = 32768, B reference on B = 65536'),
     # JEST: two towers, B/16 image + B text (bf16, remat), b = 32768.
     Entry('jest_filter_ratio_f0.9', JE + 'filter_ratio.py:tpu,filter_ratio=0.9', 'v4:4x4x8',
           'f = 0.9 (B = 327,680), joint learnability: the largest super-batch of Fig. 3'),
-    Entry('jest_filter_ratio', JEST, 'v4:4x8x8', 'f = 0.8 (B = 163,840), the paper\'s setting'),
+    Entry('jest_filter_ratio', JEST, 'v4:4x4x4', 'f = 0.8 (B = 163,840), the paper\'s setting'),
     Entry('jest_reference_curation', JE + 'reference_curation.py:tpu', 'v4:4x8x8',
           'pool=curated (the pools differ only in the reference checkpoint)'),
     Entry('jest_sampler_quality', JE + 'sampler_quality.py:tpu', 'v4:4x8x8', 'its only config'),
@@ -110,7 +119,7 @@ ENTRIES = [
     Entry('jest_variants_softmax', JE + 'variants.py:tpu,loss=softmax', 'v4:4x4x4',
           'softmax (CLIP) loss, joint f = 0.8: its sampler recomputes log-sum-exps for every '
           'chunk (the hard-learner arms, f up to 0.9, run no reference)'),
-    Entry('jest_flexi', JE + 'flexi.py:tpu', 'v4:4x4x4',
+    Entry('jest_flexi', JE + 'flexi.py:tpu', 'v4:2x4x4',
           'Flexi-JEST, f = 0.8: scores at patch 32, trains half the batch at each patch size'),
     Entry('jest_reference', JE + 'reference.py:tpu', 'v4:2x4x4',
           'the reference: i.i.d. SigLIP, b = 32768'),
@@ -181,6 +190,116 @@ def _git(*args) -> str:
     return subprocess.run(['git', *args], capture_output=True, text=True, check=True).stdout.strip()
   except (OSError, subprocess.CalledProcessError):
     return ''
+
+
+# Lowers a config at a commit that may predate `aot --lower_only`, with only the APIs that every
+# commit since the sweep's first has: prints [{'topology', 'lowered_digest', 'module'}] as JSON.
+_LOWER_SNIPPET = r'''
+import hashlib, json, os, sys
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+from big_vision_style import config_utils, programs
+from big_vision_style.tools import aot
+config = config_utils.load_config(sys.argv[1])
+out = []
+for t in sys.argv[2:]:
+  program = programs.build_program(config, aot.topology_mesh(aot.parse_topology(t)))
+  text = program.fn.trace(*program.args).lower().as_text()
+  out.append({'topology': t, 'lowered_digest': hashlib.sha256(text.encode()).hexdigest()[:16],
+              'module': os.path.abspath(programs.__file__)})
+print('LOWERED ' + json.dumps(out))
+'''
+
+
+def lower_at(root: str, spec: str, topologies: list[str], timeout: float = 1800) -> dict:
+  """{topology: program digest} of `spec` lowered by the code under `root` (a checkout)."""
+  env = {**os.environ, 'PYTHONPATH': os.path.abspath(root), 'JAX_PLATFORMS': 'cpu'}
+  proc = subprocess.run([sys.executable, '-c', _LOWER_SNIPPET, spec, *topologies], cwd=root,
+                        env=env, capture_output=True, text=True, timeout=timeout)
+  line = next((l for l in proc.stdout.splitlines() if l.startswith('LOWERED ')), None)
+  if proc.returncode or line is None:
+    raise RuntimeError(f'lowering {spec} at {root} failed (rc {proc.returncode}):\n'
+                       f'{proc.stderr[-2000:]}')
+  result = json.loads(line[len('LOWERED '):])
+  for r in result:  # The code that lowered it must be the checkout's, not an installed copy.
+    if not r['module'].startswith(os.path.abspath(root) + os.sep):
+      raise RuntimeError(f'lowered with {r["module"]}, not the code under {root}')
+  return {r['topology']: r['lowered_digest'] for r in result}
+
+
+class Lowerings:
+  """Program digests of the current code, per (entry, slice): lowered on demand, cached in
+  `<out>/lowered.json` under the code and config digests they were lowered with."""
+
+  def __init__(self, out: str, code: str):
+    self.path, self.code = os.path.join(out, 'lowered.json'), code
+    self.cache = {}
+    if os.path.exists(self.path):
+      with open(self.path) as f:
+        self.cache = json.load(f)
+
+  def digest(self, entry: 'Entry', topology: str, config_digest: str) -> str:
+    k = key(entry.name, topology)
+    hit = self.cache.get(k)
+    if not hit or hit['code_digest'] != self.code or hit['config_digest'] != config_digest:
+      print(f'lower  {k} (is the compiled program still the step?)', flush=True)
+      digest = lower_at('.', entry.spec, [topology])[topology]
+      self.cache[k] = hit = {'code_digest': self.code, 'config_digest': config_digest,
+                             'lowered_digest': digest}
+      with open(self.path + '.tmp', 'w') as f:
+        json.dump(self.cache, f, indent=1, sort_keys=True)
+      os.replace(self.path + '.tmp', self.path)
+    return hit['lowered_digest']
+
+
+def record_digest(record: dict) -> str | None:
+  return record.get('lowered_digest') or (record.get('report') or {}).get('lowered_digest')
+
+
+def is_current(record: dict, entry: 'Entry', config_digest: str, code: str,
+               lowerings: Lowerings) -> bool:
+  """Whether `record` reports the step the current code and config compile."""
+  if record.get('config_digest') != config_digest:
+    return False
+  if record.get('code_digest') == code:
+    return True
+  digest = record_digest(record)
+  return digest is not None and digest == lowerings.digest(entry, record['topology'],
+                                                            config_digest)
+
+
+def backfill_lowered(out: str) -> int:
+  """Gives raw reports without a program digest the digest of their config lowered at the
+  commit that compiled them (a temporary git worktree); returns how many it filled."""
+  todo = {}
+  for path in sorted(glob.glob(os.path.join(out, 'raw', '*.json'))):
+    with open(path) as f:
+      rec = json.load(f)
+    if record_digest(rec) is None and rec.get('commit') and not rec.get('uncommitted_changes'):
+      todo.setdefault(rec['commit'], []).append((path, rec))
+  filled = 0
+  for commit, records in todo.items():
+    tree = tempfile.mkdtemp(prefix=f'aot_lower_{commit[:10]}_')
+    subprocess.run(['git', 'worktree', 'add', '--detach', tree, commit], check=True,
+                   capture_output=True)
+    try:
+      by_spec = {}
+      for path, rec in records:
+        by_spec.setdefault(rec['spec'], []).append((path, rec))
+      for spec, recs in by_spec.items():
+        print(f'lower  {spec} at {commit[:10]}: {[r["topology"] for _, r in recs]}', flush=True)
+        digests = lower_at(tree, spec, [r['topology'] for _, r in recs])
+        for path, rec in recs:
+          rec['lowered_digest'] = digests[rec['topology']]
+          rec['lowered_digest_backfilled'] = (
+              f'lowered at {commit[:10]} (the commit that compiled it) by aot_sweep '
+              f'--backfill_lowered, {datetime.date.today().isoformat()}')
+          with open(path + '.tmp', 'w') as f:
+            json.dump(rec, f, indent=1)
+          os.replace(path + '.tmp', path)
+          filled += 1
+    finally:
+      subprocess.run(['git', 'worktree', 'remove', '--force', tree], capture_output=True)
+  return filled
 
 
 def _libtpu_version() -> str:
@@ -262,6 +381,7 @@ def compile_one(entry: Entry, topology: str, out: str, digests: tuple[str, str],
   if os.path.exists(tmp):
     with open(tmp) as f:
       record['report'] = json.load(f)[0]
+    record['lowered_digest'] = record['report'].get('lowered_digest')
     os.remove(tmp)
   if killed is None and record['report'] is None and rc is not None and rc < 0:
     killed = f'killed by signal {-rc} (not by this sweep)'
@@ -430,7 +550,8 @@ def scaling_table(entries_out: list[dict]) -> str:
   return '\n'.join(lines)
 
 
-def collect(out: str, entries: list[Entry], code: str, digests: dict[str, str]) -> list[dict]:
+def collect(out: str, entries: list[Entry], code: str, digests: dict[str, str],
+            lowerings: Lowerings) -> list[dict]:
   """Every entry with its compiles (ladder order) and its smallest fitting slice."""
   result, by_digest = [], {}
   for e in entries:
@@ -445,7 +566,8 @@ def collect(out: str, entries: list[Entry], code: str, digests: dict[str, str]) 
           **{k: rec.get(k) for k in ('topology', 'command', 'config_digest', 'code_digest',
                                      'commit', 'uncommitted_changes', 'libtpu', 'wall_s', 'host_peak_rss_gib', 'date',
                                      'returncode')},
-          'stale': rec.get('code_digest') != code or rec.get('config_digest') != digest,
+          'lowered_digest': record_digest(rec),
+          'stale': not is_current(rec, e, digest, code, lowerings),
           'summary': summarise(rec), 'report': _slim(rec.get('report'))})
     fitting = [c['topology'] for c in compiles if c['summary'].get('fits')]
     low = fitting[0] if fitting else None
@@ -466,8 +588,10 @@ def collect(out: str, entries: list[Entry], code: str, digests: dict[str, str]) 
   return result
 
 
-def write_outputs(out: str, entries: list[Entry], code: str, digests: dict[str, str]):
-  collected = sorted(collect(out, entries, code, digests), key=lambda e: ORDER.index(e['name']))
+def write_outputs(out: str, entries: list[Entry], code: str, digests: dict[str, str],
+                  lowerings: Lowerings):
+  collected = sorted(collect(out, entries, code, digests, lowerings),
+                     key=lambda e: ORDER.index(e['name']))
   main_rows = [e for e in collected if not e['fixed']]
   scaling = [e for e in collected if e['fixed']]
   with open(os.path.join(out, 'aot.json'), 'w') as f:
@@ -486,7 +610,8 @@ def write_outputs(out: str, entries: list[Entry], code: str, digests: dict[str, 
           '(hlo_stats.py). Compile s: wall (CPU) seconds of `compile()` on a shared 2-core '
           'host. (minimum): the smallest slice that fits, the one the config\'s docstring names.')
   if stale:
-    note += f' STALE (config or code changed since): {", ".join(stale)}.'
+    note += (f' STALE (the config, or the program its code lowers to, changed since): '
+             f'{", ".join(stale)}.')
   with open(os.path.join(out, 'table.md'), 'w') as f:
     f.write(note + '\n\n' + main_table(main_rows) + '\n')
   with open(os.path.join(out, 'jest_scaling.md'), 'w') as f:
@@ -505,6 +630,8 @@ def main(argv=None) -> int:
   parser.add_argument('--only', default='', help='comma-separated entry names (default: all)')
   parser.add_argument('--report', action='store_true', help='write the tables; compile nothing')
   parser.add_argument('--list', action='store_true')
+  parser.add_argument('--backfill_lowered', action='store_true',
+                      help='give reports without a program digest theirs, then continue')
   parser.add_argument('--timeout', type=float, default=3 * 3600, help='seconds per compile')
   parser.add_argument('--mem_floor_gib', type=float, default=1.5,
                       help="kill a compile when the host's available memory falls under this")
@@ -523,6 +650,9 @@ def main(argv=None) -> int:
   os.makedirs(args.out, exist_ok=True)
   code = code_digest()
   digests = {e.spec: config_digest(e.spec)[0] for e in ENTRIES}
+  lowerings = Lowerings(args.out, code)
+  if args.backfill_lowered:
+    print(f'backfilled {backfill_lowered(args.out)} program digests', flush=True)
   if not args.report:
     if args.nice:
       os.nice(args.nice)
@@ -541,8 +671,7 @@ def main(argv=None) -> int:
         results = {}
         for t in e.ladder:
           rec = load_raw(args.out, e.name, t)
-          if rec and rec.get('config_digest') == digests[e.spec] and rec.get(
-              'code_digest') == code:
+          if rec and is_current(rec, e, digests[e.spec], code, lowerings):
             results[t] = _fits(rec)
         t = next_topology(e, results)
         if t is None:
@@ -558,7 +687,7 @@ def main(argv=None) -> int:
         if not rec['killed']:
           still.append(e)
       pending = still
-  main_rows, scaling = write_outputs(args.out, ENTRIES, code, digests)
+  main_rows, scaling = write_outputs(args.out, ENTRIES, code, digests, lowerings)
   print(main_table(main_rows))
   print(scaling_table(scaling))
   return 0
