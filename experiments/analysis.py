@@ -4,11 +4,12 @@ step and FLOP ratios, per-seed statistics, markdown tables and plots.
 Raw metrics are read only here, through `big_vision_style.metrics_writer.read_metrics`
 (`read_rows`, `curve`); a finished run's final row is `sweep.final_row`.
 
-Statistics: `seed_stat` and `mean_std` take the standard deviation's `ddof` explicitly. The
-committed tables use ddof=0 (the population std over seeds), kept so that they regenerate with
-the same numbers. A follow-up issue switches every table to ddof=1 (the sample std) and adds
-paired intervals (`paired_difference`: the mean difference over seeds with a 95% t-interval)
-where two settings are compared seed by seed.
+Statistics: `seed_stat` and `mean_std` take the standard deviation's `ddof` explicitly; every
+committed table reports the sample std over seeds (ddof=1, `SAMPLE`). Two settings compared seed
+by seed get `paired_difference` / `paired_by_seed`: the mean difference with a two-sided
+t-interval (`mean_interval`; the t quantile from scipy, else from `T_975` for 95%). A ratio
+averaged over the seeds that reached a target is shown with how many did (`fmt_stat`'s
+`always_count`: "(k/n)", reached in k of n seeds).
 """
 from __future__ import annotations
 
@@ -82,6 +83,35 @@ def ratio(num: float | None, den: float | None) -> float | None:
 
 # ----- Statistics over seeds -----
 
+SAMPLE = 1  # ddof of the sample standard deviation, the one every committed table reports.
+# Two-sided 95% quantiles of Student's t (scipy.stats.t.ppf(0.975, df), 6 decimals), used when
+# scipy is not installed.
+T_975 = {1: 12.706205, 2: 4.302653, 3: 3.182446, 4: 2.776445, 5: 2.570582, 6: 2.446912,
+         7: 2.364624, 8: 2.306004, 9: 2.262157, 10: 2.228139, 11: 2.200985, 12: 2.178813,
+         13: 2.160369, 14: 2.144787, 15: 2.13145, 16: 2.119905, 17: 2.109816, 18: 2.100922,
+         19: 2.093024, 20: 2.085963, 21: 2.079614, 22: 2.073873, 23: 2.068658, 24: 2.063899,
+         25: 2.059539, 26: 2.055529, 27: 2.051831, 28: 2.048407, 29: 2.04523, 30: 2.042272}
+
+
+def t_quantile(confidence: float, df: int) -> float:
+  """The two-sided `confidence` quantile of Student's t with `df` degrees of freedom
+  (scipy.stats.t.ppf(0.5 + confidence / 2, df)); without scipy, from `T_975` (95% only)."""
+  try:
+    from scipy import stats  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    if confidence != 0.95 or df not in T_975:
+      raise ValueError(f'Without scipy only the 95% quantile for df <= 30 is known '
+                       f'(asked: {confidence}, df={df}).') from None
+    return T_975[df]
+  return float(stats.t.ppf(0.5 + confidence / 2, df))
+
+
+def sample_std_from_population(std: float | None, n: int) -> float | None:
+  """The sample std (ddof=1) of n values whose population std (ddof=0) is `std`: exact,
+  std * sqrt(n / (n - 1)); None for n < 2 (a sample std needs two values) or no std."""
+  return None if std is None or n < 2 else std * math.sqrt(n / (n - 1))
+
+
 def mean_std(values: Sequence[float], *, ddof: int) -> tuple[float, float]:
   """Mean and standard deviation (with `ddof`: 0 population, 1 sample) of `values`."""
   return float(np.mean(values)), float(np.std(values, ddof=ddof))
@@ -89,10 +119,25 @@ def mean_std(values: Sequence[float], *, ddof: int) -> tuple[float, float]:
 
 def seed_stat(values: Sequence[float | None], *, ddof: int) -> dict:
   """Mean and std over seeds of the values that are not None (None: a run that never reached
-  a target), with how many seeds had one (n) of how many (of)."""
+  a target), with how many seeds had one (n) of how many (of). The std is None when there are
+  no more values than `ddof` (a sample std of one seed)."""
   present = [v for v in values if v is not None]
-  mean, std = mean_std(present, ddof=ddof) if present else (None, None)
+  mean, std = mean_std(present, ddof=ddof) if len(present) > ddof else (
+      (float(np.mean(present)), None) if present else (None, None))
   return {'mean': mean, 'std': std, 'n': len(present), 'of': len(values)}
+
+
+def mean_interval(values: Sequence[float], *, confidence: float = 0.95) -> dict:
+  """Mean, sample std (ddof=1), n and the two-sided t-interval of the mean at `confidence`
+  (low, high; None for fewer than 2 values)."""
+  v = np.asarray(values, dtype=float)
+  out = {'mean': float(v.mean()) if len(v) else None, 'std': None, 'n': len(v),
+         'confidence': confidence, 'low': None, 'high': None}
+  if len(v) >= 2:
+    std = float(v.std(ddof=1))
+    half = t_quantile(confidence, len(v) - 1) * std / math.sqrt(len(v))
+    out.update(std=std, low=out['mean'] - half, high=out['mean'] + half)
+  return out
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float], *,
@@ -101,15 +146,18 @@ def paired_difference(a: Sequence[float], b: Sequence[float], *,
   mean at `confidence` (None for fewer than 2 pairs)."""
   if len(a) != len(b):
     raise ValueError(f'Paired values need the same seeds: {len(a)} vs {len(b)} values.')
-  d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
-  out = {'mean': float(d.mean()) if len(d) else None, 'std': None, 'n': len(d),
-         'confidence': confidence, 'low': None, 'high': None}
-  if len(d) >= 2:
-    from scipy import stats  # pylint: disable=g-import-not-at-top
-    std = float(d.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + confidence / 2, len(d) - 1)) * std / math.sqrt(len(d))
-    out.update(std=std, low=out['mean'] - half, high=out['mean'] + half)
-  return out
+  return mean_interval(np.asarray(a, dtype=float) - np.asarray(b, dtype=float),
+                       confidence=confidence)
+
+
+def paired_by_seed(a: Mapping[str, float | None], b: Mapping[str, float | None], *,
+                   confidence: float = 0.95) -> dict:
+  """`paired_difference` of a - b over the seeds (keys) both have a value for (not None), in
+  sorted order, with those seeds listed ('seeds')."""
+  seeds = sorted((s for s in a if s in b and a[s] is not None and b[s] is not None),
+                 key=lambda s: (len(str(s)), str(s)))
+  return {**paired_difference([a[s] for s in seeds], [b[s] for s in seeds],
+                              confidence=confidence), 'seeds': [str(s) for s in seeds]}
 
 
 # ----- Tables -----
@@ -118,12 +166,27 @@ def fmt(x: float | None, digits: int = 2) -> str:
   return '-' if x is None else f'{x:.{digits}f}'
 
 
-def fmt_stat(s: Mapping, scale: float = 1.0, digits: int = 2) -> str:
-  """A `seed_stat` as 'mean ± std', times `scale`, with the seeds that had it if not all."""
+def fmt_stat(s: Mapping, scale: float = 1.0, digits: int = 2, *,
+             always_count: bool = False) -> str:
+  """A `seed_stat` as 'mean ± std', times `scale`, with the seeds that had it, '(n/of)', if
+  not all (`always_count`: always, e.g. for a ratio over the seeds that reached a target).
+  A std of one seed is '-' (a sample std needs two)."""
   if s['mean'] is None:
     return f'never ({s["of"]} seeds)'
-  return f'{scale * s["mean"]:.{digits}f} ± {scale * s["std"]:.{digits}f}' + (
-      f' ({s["n"]}/{s["of"]})' if s['n'] != s['of'] else '')
+  std = '-' if s['std'] is None else f'{scale * s["std"]:.{digits}f}'
+  return f'{scale * s["mean"]:.{digits}f} ± {std}' + (
+      f' ({s["n"]}/{s["of"]})' if always_count or s['n'] != s['of'] else '')
+
+
+def fmt_interval(d: Mapping, scale: float = 1.0, digits: int = 2) -> str:
+  """A `mean_interval` / `paired_difference` as '+mean [low, high]', times `scale` (signed),
+  with its number of seeds when the interval is missing (fewer than 2)."""
+  if d['mean'] is None:
+    return '-'
+  if d['low'] is None:
+    return f'{scale * d["mean"]:+.{digits}f} (n={d["n"]}, no interval)'
+  return (f'{scale * d["mean"]:+.{digits}f} [{scale * d["low"]:+.{digits}f}, '
+          f'{scale * d["high"]:+.{digits}f}]')
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence], align: str) -> list[str]:
@@ -159,9 +222,10 @@ def pyplot():
 
 
 def errorbar(ax, x: Sequence[float], stats: Sequence[Mapping], *, scale: float = 1.0, **kw):
-  """Means ± stds of `seed_stat`s (or any {'mean', 'std'}) against `x`, times `scale`."""
+  """Means ± stds of `seed_stat`s (or any {'mean', 'std'}) against `x`, times `scale`; a
+  missing std (one seed) draws no bar."""
   ax.errorbar(np.asarray(x), scale * np.asarray([s['mean'] for s in stats]),
-              scale * np.asarray([s['std'] for s in stats]), **kw)
+              scale * np.asarray([s['std'] or 0.0 for s in stats]), **kw)
 
 
 def plot_seeds(ax, x: Sequence[float], per_seed: Sequence[Sequence[float]], *,
@@ -181,6 +245,15 @@ def plot_seeds(ax, x: Sequence[float], per_seed: Sequence[Sequence[float]], *,
   elif band is not None:
     raise ValueError(f'band={band!r}: expected None, std or points.')
   return line
+
+
+def seed_points(ax, x: Sequence[float], per_x: Sequence[Sequence[float | None]], *,
+                scale: float = 1.0, color=None, marker: str = '.', ms: float = 4, **kw):
+  """Every seed's value (per_x[i]: the seeds' values at x[i], None skipped) as a point, times
+  `scale`: the spread that a mean ± std hides."""
+  xs = [xi for xi, values in zip(x, per_x) for v in values if v is not None]
+  ys = [scale * v for values in per_x for v in values if v is not None]
+  ax.plot(xs, ys, marker, color=color, ms=ms, alpha=kw.pop('alpha', 0.6), ls='none', **kw)
 
 
 def save_figure(fig, path: str, dpi: int):

@@ -1,10 +1,14 @@
 """experiments/analysis.py, and the reproducers' analyses built on it, on synthetic run logs.
 
-The expected tables in tests/expected_analysis/ and the numbers below were produced by the
-reproducers as they were before experiments/analysis.py and experiments/sweep.py (commit
-f4dc0de: experiments/jest/reproduce.py, bad_students/reproduce_policy_comparison.py and
-rela/reproduce_table1.py, each with its own analysis), run on the same synthetic logs
-(tests/synthetic_runs.py): the rebuilt reproducers must give them back to the digit.
+The numbers below were produced by the reproducers as they were before experiments/analysis.py
+and experiments/sweep.py (commit f4dc0de: experiments/jest/reproduce.py,
+bad_students/reproduce_policy_comparison.py and rela/reproduce_table1.py, each with its own
+analysis), run on the same synthetic logs (tests/synthetic_runs.py): the rebuilt reproducers
+must give them back to the digit. Those reported the population std (ddof=0); the reproducers
+now report the sample std (ddof=1), checked here as the old value times sqrt(n / (n - 1)). The
+expected tables in tests/expected_analysis/ were rewritten by the reproducers when they switched
+to sample stds with paired intervals (and, for Bad Students, per-seed ratios): every mean and
+ratio in them is the one the old tables had.
 """
 import argparse
 import json
@@ -13,9 +17,9 @@ import os
 
 import numpy as np
 import pytest
-from scipy import stats
 
 from experiments import analysis
+
 from experiments.bad_students import reproduce_policy_comparison as bad_students
 from experiments.jest import reproduce as jest_reproduce
 from experiments.rela import reproduce_table1 as rela
@@ -65,7 +69,75 @@ def test_seed_stat_takes_ddof_explicitly_and_counts_the_seeds_that_reached():
   assert analysis.mean_std([1.0, 3.0], ddof=0) == (2.0, 1.0)
 
 
+SQRT2 = math.sqrt(2)  # ddof=1 / ddof=0 std ratio for two seeds.
+
+
+def test_seed_stat_sample_std_is_numpys_ddof_1():
+  rng = np.random.default_rng(0)
+  for n in (2, 3, 5, 8):
+    values = rng.normal(size=n).tolist()
+    s = analysis.seed_stat(values, ddof=analysis.SAMPLE)
+    assert s['std'] == pytest.approx(np.std(values, ddof=1), rel=1e-12)
+    assert analysis.sample_std_from_population(np.std(values), n) == pytest.approx(s['std'],
+                                                                                  rel=1e-12)
+  # One seed has no sample std (not NaN); nor a population std to convert.
+  assert analysis.seed_stat([0.5, None], ddof=1) == {'mean': 0.5, 'std': None, 'n': 1, 'of': 2}
+  assert analysis.sample_std_from_population(0.0, 1) is None
+
+
+def test_t_quantile_table_matches_known_values_and_scipy():
+  # Known two-sided 95% quantiles of Student's t (any printed t table).
+  assert analysis.T_975[1] == pytest.approx(12.706, abs=1e-3)
+  assert analysis.T_975[2] == pytest.approx(4.303, abs=1e-3)
+  assert analysis.T_975[10] == pytest.approx(2.228, abs=1e-3)
+  assert analysis.T_975[30] == pytest.approx(2.042, abs=1e-3)
+  assert all(a > b for a, b in zip(list(analysis.T_975.values()),
+                                   list(analysis.T_975.values())[1:]))
+  try:
+    from scipy import stats  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return
+  for df, q in analysis.T_975.items():
+    assert q == pytest.approx(stats.t.ppf(0.975, df), abs=1e-6)
+    assert analysis.t_quantile(0.95, df) == pytest.approx(stats.t.ppf(0.975, df), rel=1e-12)
+  assert analysis.t_quantile(0.9, 4) == pytest.approx(stats.t.ppf(0.95, 4), rel=1e-12)
+
+
+def test_t_quantile_without_scipy_uses_the_table(monkeypatch):
+  import builtins  # pylint: disable=g-import-not-at-top
+  real_import = builtins.__import__
+
+  def no_scipy(name, *args, **kw):
+    if name == 'scipy' or name.startswith('scipy.'):
+      raise ImportError(name)
+    return real_import(name, *args, **kw)
+
+  monkeypatch.setattr(builtins, '__import__', no_scipy)
+  assert analysis.t_quantile(0.95, 3) == analysis.T_975[3]
+  with pytest.raises(ValueError, match='Without scipy'):
+    analysis.t_quantile(0.9, 3)
+  # The interval of [1, 2, 3]: mean 2, std 1, half-width t(0.975, 2) / sqrt(3).
+  got = analysis.mean_interval([1.0, 2.0, 3.0])
+  half = 4.302653 / math.sqrt(3)
+  assert (got['low'], got['high']) == (pytest.approx(2 - half), pytest.approx(2 + half))
+
+
+def test_paired_by_seed_pairs_the_common_seeds_that_have_values():
+  a = {'0': 0.15, '1': 0.14, '2': None, '10': 0.2}
+  b = {'0': 0.13, '1': 0.135, '2': 0.14, '3': 0.1, '10': 0.18}
+  got = analysis.paired_by_seed(a, b)
+  assert got['seeds'] == ['0', '1', '10'] and got['n'] == 3
+  assert got['mean'] == pytest.approx(np.mean([0.02, 0.005, 0.02]))
+  assert got == {**analysis.paired_difference([0.15, 0.14, 0.2], [0.13, 0.135, 0.18]),
+                 'seeds': ['0', '1', '10']}
+  assert analysis.fmt_interval(got, 100) == (
+      f'{100 * got["mean"]:+.2f} [{100 * got["low"]:+.2f}, {100 * got["high"]:+.2f}]')
+  assert analysis.fmt_interval(analysis.paired_by_seed({'0': 0.2}, {'0': 0.1}), 100) == (
+      '+10.00 (n=1, no interval)')
+
+
 def test_paired_difference_is_the_mean_difference_with_a_t_interval():
+  stats = pytest.importorskip('scipy.stats')
   a, b = [0.15, 0.14, 0.16, 0.155], [0.13, 0.135, 0.14, 0.15]
   got = analysis.paired_difference(a, b)
   d = np.subtract(a, b)
@@ -94,6 +166,10 @@ def test_mean_curve_truncates_to_the_shortest_seed():
 def test_formatting_and_markdown_tables():
   s = analysis.seed_stat([0.1234, 0.1434, None], ddof=0)
   assert analysis.fmt_stat(s, 100) == '13.34 ± 1.00 (2/3)'
+  full = analysis.seed_stat([0.5, 0.7], ddof=1)
+  assert analysis.fmt_stat(full, always_count=True) == f'0.60 ± {full["std"]:.2f} (2/2)'
+  assert analysis.fmt_stat(analysis.seed_stat([0.5, None], ddof=1), always_count=True) == (
+      '0.50 ± - (1/2)')
   assert analysis.fmt_stat(analysis.seed_stat([0.5, 0.5], ddof=0), 1, 1) == '0.5 ± 0.0'
   assert analysis.fmt_stat(analysis.seed_stat([None], ddof=0)) == 'never (1 seeds)'
   assert analysis.fmt(None) == '-' and analysis.fmt(1.234) == '1.23'
@@ -113,8 +189,13 @@ def test_plot_helpers_draw_means_bands_and_points(tmp_path, band):
   np.testing.assert_allclose(line.get_ydata(), [150, 250, 400])
   assert len(ax.lines) == (3 if band == 'points' else 1)
   assert len(ax.collections) == (1 if band == 'std' else 0)
-  analysis.errorbar(ax, [1, 2], [{'mean': 0.1, 'std': 0.01}, {'mean': 0.2, 'std': 0.02}],
-                    scale=100, capsize=3)
+  analysis.errorbar(ax, [1, 2], [{'mean': 0.1, 'std': 0.01}, {'mean': 0.2, 'std': None}],
+                    scale=100, capsize=3)  # A missing std (one seed): no bar.
+  before = len(ax.lines)
+  analysis.seed_points(ax, [1, 2], [[0.1, None, 0.2], [0.3]], scale=100)
+  assert len(ax.lines) == before + 1
+  np.testing.assert_allclose(ax.lines[-1].get_ydata(), [10, 20, 30])
+  np.testing.assert_allclose(ax.lines[-1].get_xdata(), [1, 1, 2])
   analysis.save_figure(fig, str(tmp_path / 'plot.png'), dpi=50)
   assert (tmp_path / 'plot.png').read_bytes()[:4] == b'\x89PNG'
   with pytest.raises(ValueError, match='band'):
@@ -136,17 +217,23 @@ def test_jest_analysis_gives_the_previous_tables_and_numbers(tmp_path):
   assert 'flexi_learnability_joint_f0.8' not in runs  # Never trained.
   joint, independent = runs['learnability_joint_f0.8'], runs['learnability_independent_f0.8']
   # The duplicated last step counts once, with its last value.
-  assert joint['final'] == {'mean': 0.15625, 'std': pytest.approx(0.00235, abs=1e-15), 'n': 2,
-                            'of': 2}
+  assert joint['final'] == {'mean': 0.15625, 'std': pytest.approx(0.00235 * SQRT2, abs=1e-15),
+                            'n': 2, 'of': 2}
   assert joint['corrupted_selected']['mean'] == pytest.approx(0.22065, abs=1e-15)
   assert joint['flops_fraction_vs_3x'] == {'mean': pytest.approx(0.7115384615384616, abs=1e-15),
                                            'std': 0.0, 'n': 2, 'of': 2}
   assert joint['flops_ratio']['mean'] == pytest.approx(1.4375, abs=1e-15)
   assert joint['iterations_ratio_retrieval']['mean'] == 0.875
-  assert independent['iterations_fraction_vs_3x'] == {
-      'mean': pytest.approx(1 / 3, abs=1e-15), 'std': 0.0, 'n': 1, 'of': 2}
-  assert runs['uniform_3x']['iterations_ratio_retrieval'] == {'mean': 2.75, 'std': 0.125, 'n': 2,
-                                                             'of': 2}
+  assert independent['iterations_fraction_vs_3x'] == {  # One seed: no sample std.
+      'mean': pytest.approx(1 / 3, abs=1e-15), 'std': None, 'n': 1, 'of': 2}
+  assert runs['uniform_3x']['iterations_ratio_retrieval'] == {
+      'mean': 2.75, 'std': pytest.approx(0.125 * SQRT2), 'n': 2, 'of': 2}
+  # Paired by seed, and the 95% interval of a ratio over the seeds that reached.
+  paired = summary['paired']['vs_uniform']['learnability_joint_f0.8']['final']
+  assert paired['seeds'] == ['0', '1'] and paired['low'] < paired['mean'] < paired['high']
+  assert summary['paired']['joint_minus_independent']['learnability, f = 0.8']['final'][
+      'mean'] == pytest.approx(joint['final']['mean'] - independent['final']['mean'])
+  assert joint['intervals']['flops_ratio']['mean'] == pytest.approx(1.4375, abs=1e-15)
   # The unfinished seed-1 run is left out, as is a seed the uniform baseline lacks.
   assert runs['uncurated_ref_learnability_joint_f0.8']['final']['of'] == 1
   curves = json.loads((tmp_path / 'out' / 'curves.json').read_text())
@@ -167,7 +254,11 @@ def test_bad_students_analysis_gives_the_previous_table_and_numbers(tmp_path, ca
   assert capsys.readouterr().out == _expected('bad_students_table.md')
   assert summary['clean']['target_accuracy'] == pytest.approx(0.84045, abs=1e-15)
   learn = summary['clean']['policies']['learnability']
-  assert learn['final_accuracy_std'] == pytest.approx(0.00285, abs=1e-15)  # ddof=0.
+  assert learn['final_accuracy_std'] == pytest.approx(0.00285 * SQRT2, abs=1e-15)  # ddof=1.
+  assert learn['final_accuracy_minus_uniform']['seeds'] == ['0', '1']
+  # Per seed: each seed's first reach of its own uniform run's final accuracy.
+  per_seed = learn['per_seed_ratios']
+  assert per_seed['steps_to_target_ratio']['n'] == 2 and set(per_seed['per_seed']) == {'0', '1'}
   assert learn['final_accuracy_per_seed'] == {'0': 0.8707, '1': 0.865}
   assert (learn['steps_to_target'], learn['steps_to_target_ratio']) == (300, 0.75)
   assert learn['flops_to_target_ratio_by_level'] == {
@@ -195,8 +286,12 @@ def test_rela_analysis_gives_the_previous_table_and_numbers(tmp_path, capsys):
   assert (tmp_path / 'out' / 'table.md').read_text() == _expected('rela_table.md')
   assert capsys.readouterr().out == _expected('rela_table.md')
   holdout = summary['byol']['holdout']['0.1']
+  paired = holdout.pop('minus_none_same_budget')
+  assert paired['mean'] == pytest.approx(
+      0.7311 - summary['byol']['none']['0.1']['mean'], abs=1e-15)
+  assert holdout.pop('minus_none_full_data')['seeds'] == ['0', '1']
   assert holdout == {'mean': pytest.approx(0.7311, abs=1e-15),
-                     'std': pytest.approx(0.0074, abs=1e-15),
+                     'std': pytest.approx(0.0074 * SQRT2, abs=1e-15),
                      'per_seed': {'0': 0.7385, '1': 0.7237}, 'switch_step': {'0': 40, '1': 50},
                      'steps': 234, 'flops_total': 1.5e11, 'flops_total_free_prior': 7.5e10,
                      'num_seeds': 2}
