@@ -1,15 +1,22 @@
 """The committed results regenerate from their committed raw numbers: the run workdirs are not
-in the repository, but results/ keeps enough of them (JEST: every run's curve; ReLA: every
-run's final row, its FLOPs as their seed mean; Bad Students: the seed-mean curves and every
-seed's final accuracy) to rebuild run logs that the reproducers' analyses turn back into the
-committed tables and summaries. A change to an analysis that moves a committed number fails
-here: rerun the sweep's analysis and commit its results with the change."""
+in the repository, but results/ keeps enough of them (JEST: every run's per-seed curve, the
+per-seed rows of its follow-ups and variants; ReLA: every run's final row, its FLOPs as their
+seed mean; Bad Students: the seed-mean curves and every seed's final accuracy) for the
+reproducers' `regenerate` paths to rebuild every committed summary, table and figure (figures
+compared pixel by pixel). A change to an analysis that moves a committed number or figure fails
+here: regenerate the results with the change and commit them with it."""
 import json
 import math
 import os
+import shutil
+
+import numpy as np
 
 from experiments.bad_students import reproduce_policy_comparison as bad_students
+from experiments.jest import gain_sweep
+from experiments.jest import reference_strength
 from experiments.jest import reproduce as jest_reproduce
+from experiments.jest import variants
 from experiments.rela import reproduce_table1 as rela
 from tests import synthetic_runs
 
@@ -17,7 +24,7 @@ RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def _load(*path):
-  with open(os.path.join(RESULTS, *path)) as f:
+  with open(os.path.join(*path)) as f:
     return json.load(f)
 
 
@@ -26,8 +33,46 @@ def _read(*path):
     return f.read()
 
 
-def test_jest_summary_and_table_regenerate_from_the_committed_curves(tmp_path):
-  curves, committed = _load('jest', 'curves.json'), _load('jest', 'summary.json')
+def _nan_to_none(x):  # NaN != NaN: compare the clean runs' NaN flipped fractions as None.
+  if isinstance(x, dict):
+    return {k: _nan_to_none(v) for k, v in x.items()}
+  if isinstance(x, list):
+    return [_nan_to_none(v) for v in x]
+  return None if isinstance(x, float) and math.isnan(x) else x
+
+
+def _same_files(out, committed, names):
+  """Each of `names` in `out` as in `committed`: JSON by value, PNG by pixels, text by bytes."""
+  from matplotlib import image  # pylint: disable=g-import-not-at-top
+  for name in names:
+    got, want = os.path.join(out, name), os.path.join(committed, name)
+    if name.endswith('.json'):
+      assert _nan_to_none(_load(got)) == _nan_to_none(_load(want)), name
+    elif name.endswith('.png'):
+      a, b = image.imread(got), image.imread(want)
+      assert a.shape == b.shape and np.array_equal(a, b), name
+    else:
+      assert _read(got) == _read(want), name
+
+
+def test_jest_results_regenerate_from_the_committed_curves(tmp_path):
+  jest_reproduce.regenerate(os.path.join(RESULTS, 'jest'), str(tmp_path))
+  _same_files(str(tmp_path), os.path.join(RESULTS, 'jest'),
+              ['summary.json', 'curves.json', 'table.md', 'fig2_sampler.png',
+               'fig3_filter_ratio.png', 'fig3_curves.png', 'fig4_flops.png'])
+  summary = _load(tmp_path, 'summary.json')
+  assert summary['std_ddof'] == 1
+  # The sample std of every run's final zero-shot, from its seeds' curves.
+  curves = _load(RESULTS, 'jest', 'curves.json')
+  for name, r in summary['runs'].items():
+    finals = [c['zeroshot'][-1] for c in curves[name].values()]
+    assert math.isclose(r['final']['std'], np.std(finals, ddof=1), rel_tol=1e-12)
+
+
+def test_jest_analysis_of_run_logs_gives_the_committed_summary(tmp_path):
+  """The workdir path (run logs rebuilt from the committed curves) agrees with regenerate."""
+  curves, committed = _load(RESULTS, 'jest', 'curves.json'), _load(RESULTS, 'jest',
+                                                                   'summary.json')
   keys = {'zeroshot': 'eval/zeroshot/accuracy', 'i2t': 'eval/retrieval/i2t_recall_at_1',
           't2i': 'eval/retrieval/t2i_recall_at_1', 'flops': 'flops/total_pretrained_reference',
           'corrupted_selected': 'selection/corrupted_selected'}
@@ -40,8 +85,8 @@ def test_jest_summary_and_table_regenerate_from_the_committed_curves(tmp_path):
                                     '--out', str(tmp_path / 'out')])
   summary = jest_reproduce.analyze(args, committed['fig2_sampler'],
                                    committed['fig4_flops_per_iteration'])
-  assert summary['runs'] == committed['runs']
-  assert json.loads(_read(tmp_path, 'out', 'curves.json')) == curves
+  assert summary['runs'] == committed['runs'] and summary['paired'] == committed['paired']
+  assert _load(tmp_path, 'out', 'curves.json') == curves
   # The table, but for the sweep's wall time (its timing record is not committed).
   table = _read(RESULTS, 'jest', 'table.md').replace(
       f'Wall time of the sweep on this machine: {committed["wall_seconds"]["total"] / 60:.1f} '
@@ -49,8 +94,35 @@ def test_jest_summary_and_table_regenerate_from_the_committed_curves(tmp_path):
   assert _read(tmp_path, 'out', 'table.md') == table
 
 
+def test_jest_reuse_sweep_regenerates_with_sample_stds(tmp_path):
+  committed = os.path.join(RESULTS, 'jest', 'reuse_sweep')
+  jest_reproduce.regenerate(committed, str(tmp_path))
+  _same_files(str(tmp_path), committed, ['summary.json', 'table.md'])
+  # A population-std summary (as first committed) gives the committed sample stds.
+  summary = _load(committed, 'summary.json')
+  s = summary['runs']['learnability_joint_f0.8']['final']
+  population = {**summary, 'runs': {'x': {'final': {**s, 'std': s['std'] * math.sqrt(2 / 3)}}}}
+  del population['std_ddof']
+  again = jest_reproduce.sample_stds(population)
+  assert math.isclose(again['runs']['x']['final']['std'], s['std'], rel_tol=1e-12)
+
+
+def test_jest_variants_and_follow_ups_regenerate_from_their_per_seed_rows(tmp_path):
+  shutil.copytree(os.path.join(RESULTS, 'jest', 'variants'), tmp_path / 'variants')
+  variants.regenerate(str(tmp_path / 'variants'))
+  _same_files(str(tmp_path / 'variants'), os.path.join(RESULTS, 'jest', 'variants'),
+              ['summary.json', 'table.md', 'variants.png'])
+  for name, regenerate in (('gain_sweep.json', gain_sweep.regenerate),
+                           ('gain_heldout.json', gain_sweep.regenerate),
+                           ('reference_strength.json', reference_strength.regenerate)):
+    shutil.copy(os.path.join(RESULTS, 'jest', name), tmp_path / name)
+    regenerate(str(tmp_path / name))
+    _same_files(str(tmp_path), os.path.join(RESULTS, 'jest'), [name])
+
+
 def test_rela_summary_and_table_regenerate_from_the_committed_finals(tmp_path):
-  committed = _load('rela', 'summary.json')
+  committed = _load(RESULTS, 'rela', 'summary.json')
+  # Through the workdir path: every run's final.json rebuilt from the committed finals.
   for objective in ('byol', 'supervised'):
     for prior, by_budget in committed[objective].items():
       for budget, e in by_budget.items():
@@ -63,36 +135,25 @@ def test_rela_summary_and_table_regenerate_from_the_committed_finals(tmp_path):
               'flops/total_free_prior': e['flops_total_free_prior']}))
   args = rela.parse_args(['--workdir', str(tmp_path / 'w'), '--out', str(tmp_path / 'out')])
   rela.analyze(args)
-  assert _read(tmp_path, 'out', 'table.md') == _read(RESULTS, 'rela', 'table.md')
-  assert json.loads(_read(tmp_path, 'out', 'summary.json')) == committed
+  _same_files(str(tmp_path / 'out'), os.path.join(RESULTS, 'rela'),
+              ['summary.json', 'table.md', 'accuracy.png'])
+  # And through regenerate, from summary.json alone.
+  rela.regenerate(os.path.join(RESULTS, 'rela'), str(tmp_path / 'again'))
+  _same_files(str(tmp_path / 'again'), os.path.join(RESULTS, 'rela'),
+              ['summary.json', 'table.md', 'accuracy.png'])
+  e = committed['byol']['holdout']['0.5']
+  assert math.isclose(e['std'], np.std(list(e['per_seed'].values()), ddof=1), rel_tol=1e-12)
 
 
-def test_bad_students_summary_regenerates_from_the_committed_curves(tmp_path):
-  curves, committed = _load('bad_students', 'curves.json'), _load('bad_students', 'summary.json')
-  for variant, per_policy in curves.items():
-    noise = committed[variant]['label_noise']
-    for policy, c in per_policy.items():
-      # Seed k: the seed-mean curve, ending at seed k's own final accuracy.
-      for k, seed in enumerate(c['seeds']):
-        rows = [{'step': step, 'eval/test/accuracy': acc,
-                 **{key: c['flops'][level][i] for level, key in bad_students.LEVELS.items()}}
-                for i, (step, acc) in enumerate(zip(c['steps'], c['acc']))]
-        rows[-1]['eval/test/accuracy'] = c['finals'][k]
-        if not math.isnan(c['flipped_selected'][k]):
-          for row in rows:
-            row[bad_students.FLIPPED] = c['flipped_selected'][k]
-        synthetic_runs.write_log(tmp_path / 'w' / f'noise{noise:g}' / f'{policy}_s{seed}', rows)
-  args = bad_students.parse_args(['--workdir', str(tmp_path / 'w'),
-                                  '--out', str(tmp_path / 'out')])
-  bad_students.analyze(args)
-  saved = json.loads(_read(tmp_path, 'out', 'summary.json'))
-
-  def nan_to_none(x):  # NaN != NaN: compare the clean runs' NaN flipped fractions as None.
-    if isinstance(x, dict):
-      return {k: nan_to_none(v) for k, v in x.items()}
-    if isinstance(x, list):
-      return [nan_to_none(v) for v in x]
-    return None if isinstance(x, float) and math.isnan(x) else x
-
-  assert nan_to_none(saved) == nan_to_none(committed)
-  assert nan_to_none(json.loads(_read(tmp_path, 'out', 'curves.json'))) == nan_to_none(curves)
+def test_bad_students_results_regenerate_from_the_committed_curves(tmp_path):
+  bad_students.regenerate(os.path.join(RESULTS, 'bad_students'), str(tmp_path))
+  _same_files(str(tmp_path), os.path.join(RESULTS, 'bad_students'),
+              ['summary.json', 'curves.json', 'table.md', 'accuracy.png', 'amortisation.png'])
+  summary = _load(tmp_path, 'summary.json')
+  # Only seed-mean curves were committed: no per-seed ratios, and the summary says so.
+  assert 'per_seed_ratios_note' in summary
+  learn = summary['noise0.3']['policies']['learnability']
+  assert learn['per_seed_ratios'] is None
+  finals = list(learn['final_accuracy_per_seed'].values())
+  assert math.isclose(learn['final_accuracy_std'], np.std(finals, ddof=1), rel_tol=1e-12)
+  assert learn['final_accuracy_minus_uniform']['seeds'] == ['0', '1', '2']

@@ -10,7 +10,12 @@ runs in --workdir when they are there, else from its committed `--main_results` 
 so the ablation does not need the 30-run sweep to be rerun. Each variant changes one thing:
 sampling (top-k, temperature), filter ratio, actor size, reference quality. The references
 are trained here when missing (finished runs are skipped, unfinished ones resume). Writes
-ablations.json and ablations.md to --out, including each reference's own test accuracy.
+ablations.json and ablations.md to --out, including each reference's own test accuracy and
+each run's evaluation curve ('curve': step, accuracy, headline FLOPs).
+
+Statistics: one seed per variant, so there is no std over seeds and no paired interval; a ratio
+moves by about one evaluation interval (50 steps, 0.06x) between seeds. Claims from this table
+need the variant rerun on more seeds (the strong-reference result, for one).
 """
 from __future__ import annotations
 
@@ -147,6 +152,8 @@ def main():
           'flipped_selected': float(np.mean([r[main_sweep.FLIPPED] for r in rows
                                              if main_sweep.FLIPPED in r]))
                               if noise else None,
+          'curve': {'step': [r['step'] for r in rows], 'accuracy': [r[ACC] for r in rows],
+                    'flops': [r[HEADLINE] for r in rows]},
           'score_selected_minus_unselected': float(np.mean(
               [r['selection/score_selected'] - r['selection/score_unselected'] for r in rows
                if 'selection/score_selected' in r])),

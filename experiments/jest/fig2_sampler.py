@@ -3,7 +3,9 @@
 On one super-batch (B = 640) scored by the uniform run's learner and the curated reference, the
 learnability of the sub-batch chosen by the chunked sampler vs its number of chunks, against a
 brute-force Gibbs sampler vs its iterations, an independent draw and a uniform one; and joint
-vs independent selection vs the filter ratio f. Writes fig2_sampler.png.
+vs independent selection vs the filter ratio f. Each point is the mean of 4 draws of the
+sampler (one super-batch, no training seeds); the chunked sampler's per-draw values are kept
+(`chunks_per_draw`) and drawn as points. Writes fig2_sampler.png.
 """
 from __future__ import annotations
 
@@ -56,13 +58,18 @@ def sampler_quality(args) -> dict:
           gain=config.selection.gain).indices)
     return samplers[b, n](key)
 
+  def per_draw(fn, b):
+    return [float(jest_gibbs.learnability(scores, fn(jax.random.key(k))) / b)
+            for k in range(draws)]
+
   def mean_learnability(fn, b):
-    return float(np.mean([jest_gibbs.learnability(scores, fn(jax.random.key(k))) / b
-                          for k in range(draws)]))
+    return float(np.mean(per_draw(fn, b)))
 
   b = 128
-  out['chunks'] = {str(n): mean_learnability(lambda k, n=n: chunked(b, n, k), b)
-                   for n in (1, 2, 4, 8, 16, 32, 64, 128)}
+  # Every draw's value too, so the figure shows their spread (the sampler's randomness).
+  out['chunks_per_draw'] = {str(n): per_draw(lambda k, n=n: chunked(b, n, k), b)
+                            for n in (1, 2, 4, 8, 16, 32, 64, 128)}
+  out['chunks'] = {n: float(np.mean(v)) for n, v in out['chunks_per_draw'].items()}
   out['independent'] = mean_learnability(lambda k: jest.select_independent(
       emb_l, emb_r, num_selected=b, rng=k, gain=config.selection.gain), b)
   out['uniform'] = mean_learnability(
@@ -89,8 +96,12 @@ def plot(out: str, s: dict):
   plt = analysis.pyplot()
   fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
   ax = axes[0]
-  ax.semilogx([int(n) for n in s['chunks']], list(s['chunks'].values()), 'o-',
-              label='JEST chunked sampler (x: chunks)')
+  line, = ax.semilogx([int(n) for n in s['chunks']], list(s['chunks'].values()), 'o-',
+                      label='JEST chunked sampler (x: chunks), mean of draws')
+  if 'chunks_per_draw' in s:  # Not in the first committed results: only the draws' means.
+    analysis.seed_points(ax, [int(n) for n in s['chunks_per_draw']],
+                         list(s['chunks_per_draw'].values()), color=line.get_color(),
+                         label='each draw')
   ax.semilogx(s['gibbs']['iterations'], s['gibbs']['learnability'], '-',
               label='Gibbs (x: single-slot updates)')
   ax.axhline(s['independent'], color='gray', ls='--', label='independent')

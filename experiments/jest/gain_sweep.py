@@ -31,6 +31,10 @@ easy_reference_joint_f0.8 --runs_only --parallel 2
       --runs learnability_joint_f0.8,learnability_independent_f0.8,easy_reference_joint_f0.8 \
       --out results/jest/gain_heldout.json
 
+Statistics as reference_strength.py's (`restat`: sample std, paired by seed with 95%
+t-intervals against gain 1), and joint minus independent, paired by seed, for each gain both
+have; `--regenerate` recomputes them from a committed JSON's per-seed rows.
+
 The gain multiplies the learnability scores before the sampler's softmax: 0 is uniform
 sampling, large values approach the arg-max sub-batch. The paper uses 100 on its (differently
 scaled) scores.
@@ -46,6 +50,36 @@ from experiments.jest import grid
 from experiments.jest import reference_strength
 
 
+def joint_minus_independent(out: dict) -> dict:
+  """'<policy>_<f>: <gain>' -> key -> joint minus independent, paired by seed, for every joint
+  run of `out` whose independent counterpart is there, at each gain (workdir) both have."""
+  pairs = {}
+  for run in [r for r in out if isinstance(out[r], dict) and 'stats' in out[r] and '_joint_' in r]:
+    other = run.replace('_joint_', '_independent_')
+    if other not in out:
+      continue
+    for name in out[run]['stats']:
+      if name in out[other]['stats']:
+        pairs[f'{run.replace("_joint", "")}: {name}'] = {
+            key: analysis.paired_by_seed(reference_strength.values(out[run], name, key),
+                                         reference_strength.values(out[other], name, key))
+            for key in reference_strength.PAIRED_KEYS}
+  return pairs
+
+
+def regenerate(path: str) -> dict:
+  """Rewrites the JSON at `path` with its statistics recomputed from its per-seed rows."""
+  with open(path) as f:
+    out = json.load(f)
+  for run, value in out.items():
+    if isinstance(value, dict) and 'per_seed' in value:
+      out[run] = reference_strength.restat(value)
+  out['joint_minus_independent'] = joint_minus_independent(out)
+  with open(path, 'w') as f:
+    json.dump(out, f, indent=1)
+  return out
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--main', default='workdirs/jest')
@@ -55,7 +89,12 @@ def main():
   parser.add_argument('--runs', default='learnability_joint_f0.8,learnability_independent_f0.8')
   parser.add_argument('--seeds', default='0,1,2')
   parser.add_argument('--out', default='results/jest/gain_sweep.json')
+  parser.add_argument('--regenerate', action='store_true',
+                      help="Recompute --out's statistics from its per-seed rows (no workdirs).")
   args = parser.parse_args()
+  if args.regenerate:
+    print(json.dumps(regenerate(args.out)['joint_minus_independent'], indent=1))
+    return
   seeds = [int(s) for s in args.seeds.split(',')]
   out = {'note': "'main' is the main sweep's gain of 1.",
          'command': analysis.command('experiments.jest.gain_sweep', args)}
@@ -66,6 +105,7 @@ def main():
     out[run] = reference_strength.compare(args.main, variants, run, seeds)
     print(run, json.dumps({k: out[run][k] for k in (
         'mean_final', 'mean_retrieval', 'mean_corrupted_selected', 'reached')}, indent=1))
+  out['joint_minus_independent'] = joint_minus_independent(out)
   with open(args.out, 'w') as f:
     json.dump(out, f, indent=1)
 

@@ -10,6 +10,13 @@ main sweep's (same learner seeds, same `uniform_3x` targets).
 
 FLOPs are the runs' XLA-measured totals with the reference cache pass and without reference
 training, as in reproduce.py: a 3x longer reference costs 3x more to pretrain, once.
+
+Statistics (`restat`, also run by `--regenerate` on a committed JSON's per-seed rows): per
+workdir, mean ± sample std (ddof=1) over seeds with "reached in k of n seeds" for the ratios;
+every variant minus the main sweep, paired by seed, with 95% t-intervals. Per seed, the
+iterations and FLOPs to the target on the ratio basis (over `uniform_3x`'s own first reach) and
+the fraction basis (of its whole run; kept for the first committed JSONs, which have only it),
+and the run's evaluation curve ('curve'), so that later analyses need no workdirs.
 """
 from __future__ import annotations
 
@@ -25,6 +32,11 @@ from experiments.jest import fig3_filter_ratio as fig3
 from experiments.jest import grid
 
 
+ROW_KEYS = ('final', 'retrieval', 'corrupted_selected', 'iterations_ratio', 'flops_ratio',
+            'iterations_fraction', 'flops_fraction')
+PAIRED_KEYS = ('final', 'retrieval')
+
+
 def compare(main: str, variants: dict[str, str], run: str, seeds) -> dict:
   """`run` in the main sweep's workdir and in each variant's (name -> workdir), seed by seed,
   against the main sweep's `uniform_3x` targets."""
@@ -35,22 +47,56 @@ def compare(main: str, variants: dict[str, str], run: str, seeds) -> dict:
     goal_zeroshot = target['zeroshot'][-1]
     row = {'seed': seed, 'uniform_3x_final': goal_zeroshot}
     for name, workdir in workdirs.items():
-      full = fig3.run_row(fig3.curve(grid.run_dir(workdir, run, seed)), {'': target})
-      # The goal's definition: fractions of the i.i.d. run's whole length and FLOPs.
-      row[name] = {key: full[key] for key in ('final', 'retrieval', 'corrupted_selected',
-                                               'iterations_fraction', 'flops_fraction')}
+      c = fig3.curve(grid.run_dir(workdir, run, seed))
+      full = fig3.run_row(c, {'': target})
+      row[name] = {key: full[key] for key in ROW_KEYS}
+      row[name]['curve'] = c
     rows.append(row)
   references = {}
   for name, workdir in workdirs.items():
     final = sweep.final_row(os.path.join(workdir, 'reference_curated'))
     references[name] = {'zeroshot': final[grid.METRIC], 'steps': final['step'],
                         'train_flops': final['flops/total']}
-  mean = lambda key: {n: float(np.mean([r[n][key] for r in rows])) for n in workdirs}
-  return {'run': run, 'references': references, 'per_seed': rows,
-          'mean_final': mean('final'), 'mean_retrieval': mean('retrieval'),
-          'mean_corrupted_selected': mean('corrupted_selected'),
-          'reached': {n: sum(r[n]['iterations_fraction'] is not None for r in rows)
-                      for n in workdirs}}
+  return restat({'run': run, 'references': references, 'per_seed': rows})
+
+
+def values(out: dict, name: str, key: str) -> dict:
+  """Seed (str) -> workdir `name`'s `key` in `out`'s per-seed rows (None where missing)."""
+  return {str(r['seed']): r[name].get(key) for r in out['per_seed']}
+
+
+def restat(out: dict) -> dict:
+  """`out` (a `compare` result, or a committed one) with its statistics (re)computed from its
+  per-seed rows: means, sample stds with the seeds that reached, paired differences to main."""
+  names = [n for n in out['per_seed'][0] if n not in ('seed', 'uniform_3x_final')]
+  keys = [k for k in ROW_KEYS if all(k in r[n] for r in out['per_seed'] for n in names)]
+  mean = lambda key: {n: float(np.mean([r[n][key] for r in out['per_seed']])) for n in names}
+  return {
+      **{k: v for k, v in out.items() if k in ('run', 'references', 'per_seed')},
+      'mean_final': mean('final'), 'mean_retrieval': mean('retrieval'),
+      'mean_corrupted_selected': mean('corrupted_selected'),
+      'reached': {n: sum(r[n]['iterations_fraction'] is not None for r in out['per_seed'])
+                  for n in names},
+      'std_ddof': fig3.DDOF,
+      'stats': {n: {k: analysis.seed_stat(list(values(out, n, k).values()), ddof=fig3.DDOF)
+                    for k in keys} for n in names},
+      'paired_vs_main': {n: {k: analysis.paired_by_seed(values(out, n, k),
+                                                        values(out, 'main', k))
+                             for k in PAIRED_KEYS} for n in names if n != 'main'},
+      'ratio_basis': ('per seed' if 'iterations_ratio' in keys else
+                      'not committed: these per-seed rows have only the fraction basis (of '
+                      "uniform_3x's whole run), and the run curves were not kept"),
+      **{k: v for k, v in out.items() if k == 'command'},
+  }
+
+
+def regenerate(path: str):
+  """Rewrites the JSON at `path` with `restat` of its committed per-seed rows."""
+  with open(path) as f:
+    out = restat(json.load(f))
+  with open(path, 'w') as f:
+    json.dump(out, f, indent=1)
+  return out
 
 
 def main():
@@ -60,7 +106,12 @@ def main():
   parser.add_argument('--run', default='learnability_joint_f0.8')
   parser.add_argument('--seeds', default='0,1,2')
   parser.add_argument('--out', default='results/jest/reference_strength.json')
+  parser.add_argument('--regenerate', action='store_true',
+                      help="Recompute --out's statistics from its per-seed rows (no workdirs).")
   args = parser.parse_args()
+  if args.regenerate:
+    print(json.dumps(regenerate(args.out), indent=1)[:3000])
+    return
   out = compare(args.main, {'strong': args.strong}, args.run,
                 [int(s) for s in args.seeds.split(',')])
   out['command'] = analysis.command('experiments.jest.reference_strength', args)

@@ -4,6 +4,8 @@ r"""Local reproduction of the JEST paper's Figs. 2-5 on captioned Fashion-MNIST,
   python -m experiments.jest.reproduce --workdir workdirs/jest --out results/jest --parallel 2
   python -m experiments.jest.reproduce --runs core --seeds 0        # the reduced set
   python -m experiments.jest.reproduce --analyze_only               # tables and plots only
+  # The committed tables and figures again from results/jest's curves.json (no workdirs):
+  python -m experiments.jest.reproduce --regenerate_from results/jest --out results/jest
 
 The driver of the pieces, one module per part:
   grid.py               the references and the learner runs (Figs. 3 and 5), their configs;
@@ -14,9 +16,11 @@ The driver of the pieces, one module per part:
                         baselines, the summary's runs and the main tables, two figures;
   fig4_flops.py         Fig. 4: FLOPs per iteration of i.i.d., JEST (live and cached reference,
                         with and without the scoring forward reused) and Flexi-JEST.
-Writes to --out: summary.json (per run, mean and std over seeds: final zero-shot accuracy and
-retrieval; iterations and FLOPs to reach each uniform baseline's final value, as fractions of
-that baseline's run and as ratios to its own first reach; the wall time of the sweep),
+Writes to --out: summary.json (per run, mean and sample std over seeds: final zero-shot accuracy
+and retrieval; iterations and FLOPs to reach each uniform baseline's final value, as ratios to
+its own first reach (the tables' basis) and as fractions of that baseline's run; paired by seed
+with 95% t-intervals, every run minus each baseline and joint minus independent; the wall time
+of the sweep),
 table.md, fig2_sampler.png, fig3_filter_ratio.png (final accuracy vs f), fig3_curves.png
 (learning curves at f = 0.8), fig4_flops.png and curves.json (the raw curves); and the
 per-iteration FLOP benchmark to --bench_out.
@@ -27,6 +31,7 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import os
 
 from experiments import analysis
@@ -38,7 +43,7 @@ from experiments.jest import grid
 
 MODULE = 'experiments.jest.reproduce'
 # Options that say where results go, not what a run is: not passed to --parallel workers.
-NOT_RUN_SHAPING = ('out', 'bench_out')
+NOT_RUN_SHAPING = ('out', 'bench_out', 'regenerate_from')
 
 
 def timing_path(args):
@@ -66,40 +71,112 @@ def run_all(args):
 
 def analyze(args, fig2=None, fig4=None) -> dict:
   curves = fig3_filter_ratio.finished_curves(args.workdir, args.seeds)
+  wall = (sweep.wall_seconds(timing_path(args)) if os.path.exists(timing_path(args))
+          else None)  # Wall time of this machine's sweep, per part.
+  return analyze_curves(curves, args.out, args.steps, fig2=fig2, fig4=fig4, wall_seconds=wall)
+
+
+def analyze_curves(curves: dict, out: str, steps: int, *, fig2=None, fig4=None,
+                   wall_seconds=None) -> dict:
+  """summary.json, curves.json, table.md and the figures from every run's per-seed curves."""
   summary = {'metric': grid.METRIC, 'seeds': sorted({s for c in curves.values() for s in c}),
-             'runs': fig3_filter_ratio.summarize(curves)}
-  if os.path.exists(timing_path(args)):  # Wall time of this machine's sweep, per part.
-    summary['wall_seconds'] = sweep.wall_seconds(timing_path(args))
+             'std_ddof': fig3_filter_ratio.DDOF,
+             'runs': fig3_filter_ratio.summarize(curves),
+             'paired': fig3_filter_ratio.paired(curves)}
+  if wall_seconds:
+    summary['wall_seconds'] = wall_seconds
   if fig2:
     summary['fig2_sampler'] = fig2
   if fig4:
     summary['fig4_flops_per_iteration'] = fig4
-  os.makedirs(args.out, exist_ok=True)
-  with open(os.path.join(args.out, 'summary.json'), 'w') as f:
+  os.makedirs(out, exist_ok=True)
+  with open(os.path.join(out, 'summary.json'), 'w') as f:
     json.dump(summary, f, indent=1)
-  with open(os.path.join(args.out, 'curves.json'), 'w') as f:
+  with open(os.path.join(out, 'curves.json'), 'w') as f:
     json.dump(curves, f)
-  write_table(args, summary)
-  plot(args, summary, curves)
+  write_table(out, summary)
+  plot(out, steps, summary, curves)
   return summary
 
 
-def write_table(args, summary):
+def sample_stds(summary: dict) -> dict:
+  """A summary without per-seed values (no curves.json: results/jest/reuse_sweep) with every
+  seed statistic's population std (ddof=0, the first committed tables') turned into the sample
+  std (ddof=1), which is exact given n (`analysis.sample_std_from_population`), and the ratios'
+  t-intervals from mean, sample std and n. Paired intervals need the per-seed values and are
+  not made. A summary that has 'std_ddof' is
+  returned unchanged."""
+  if 'std_ddof' in summary:
+    return summary
+
+  def convert(node):
+    if isinstance(node, dict) and {'mean', 'std', 'n', 'of'} <= set(node):
+      return {**node, 'std': analysis.sample_std_from_population(node['std'], node['n'])}
+    if isinstance(node, dict):
+      return {k: convert(v) for k, v in node.items()}
+    return node
+
+  def interval(s):  # The t-interval from mean, sample std and n, as analysis.mean_interval.
+    out = {'mean': s['mean'], 'std': s['std'], 'n': s['n'], 'confidence': 0.95, 'low': None,
+           'high': None}
+    if s['n'] >= 2:
+      half = analysis.t_quantile(0.95, s['n'] - 1) * s['std'] / math.sqrt(s['n'])
+      out.update(low=s['mean'] - half, high=s['mean'] + half)
+    return out
+
+  runs = convert(summary['runs'])
+  for r in runs.values():
+    r['intervals'] = {key: interval(r[key]) for key in fig3_filter_ratio.INTERVAL_KEYS if key in r}
+  return {**{k: v for k, v in summary.items() if k != 'runs'},
+          'runs': runs, 'std_ddof': fig3_filter_ratio.DDOF,
+          'paired': None, 'note': 'sample stds from the committed population stds and n; no '
+          'per-seed values were committed, so no paired intervals'}
+
+
+def regenerate_stats_only(results: str, out: str) -> dict:
+  """summary.json (sample stds: `sample_stds`) and table.md of a results folder that has no
+  curves.json."""
+  with open(os.path.join(results, 'summary.json')) as f:
+    summary = sample_stds(json.load(f))
+  os.makedirs(out, exist_ok=True)
+  with open(os.path.join(out, 'summary.json'), 'w') as f:
+    json.dump(summary, f, indent=1)
+  write_table(out, summary)
+  return summary
+
+
+def regenerate(results: str, out: str) -> dict:
+  """The summary, table and figures again from the committed raw numbers in `results`
+  (curves.json: every run's per-seed curves; summary.json: Figs. 2 and 4's measurements and the
+  sweep's wall time), without the run workdirs."""
+  if not os.path.exists(os.path.join(results, 'curves.json')):
+    return regenerate_stats_only(results, out)
+  with open(os.path.join(results, 'curves.json')) as f:
+    curves = json.load(f)
+  with open(os.path.join(results, 'summary.json')) as f:
+    committed = json.load(f)
+  steps = curves['uniform'][sorted(curves['uniform'])[0]]['step'][-1]
+  return analyze_curves(curves, out, steps, fig2=committed.get('fig2_sampler'),
+                        fig4=committed.get('fig4_flops_per_iteration'),
+                        wall_seconds=committed.get('wall_seconds'))
+
+
+def write_table(out, summary):
   lines = fig3_filter_ratio.table_lines(summary)
   if 'wall_seconds' in summary:
     lines += ['', f'Wall time of the sweep on this machine: '
               f'{summary["wall_seconds"]["total"] / 60:.1f} min.']
   if 'fig4_flops_per_iteration' in summary:
     lines += [''] + fig4_flops.table_lines(summary['fig4_flops_per_iteration'])
-  analysis.write_text(os.path.join(args.out, 'table.md'), lines)
+  analysis.write_text(os.path.join(out, 'table.md'), lines)
 
 
-def plot(args, summary, curves):
-  fig3_filter_ratio.plot(args.out, args.steps, summary, curves)
+def plot(out, steps, summary, curves):
+  fig3_filter_ratio.plot(out, steps, summary, curves)
   if 'fig2_sampler' in summary:
-    fig2_sampler.plot(args.out, summary['fig2_sampler'])
+    fig2_sampler.plot(out, summary['fig2_sampler'])
   if 'fig4_flops_per_iteration' in summary:
-    fig4_flops.plot(args.out, summary['fig4_flops_per_iteration'])
+    fig4_flops.plot(out, summary['fig4_flops_per_iteration'])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument('--ref_epochs', type=float, default=30.0)
   parser.add_argument('--gain', type=float, default=None,
                       help='Score multiplier of every selecting run (default: the configs\' 1).')
+  parser.add_argument('--regenerate_from', default='',
+                      help='A results folder: redo its summary, table and figures from its '
+                      'committed curves.json and summary.json (no workdirs, no training).')
   parser.add_argument('--reuse', action='store_true',
                       help="Selecting runs reuse the learner's scoring forward (Fig. 4).")
   return parser
@@ -144,7 +224,11 @@ def analyze_all(args):
 
 
 def main():
-  sweep.drive(parse_args(), run_all, analyze_all)
+  args = parse_args()
+  if args.regenerate_from:
+    regenerate(args.regenerate_from, args.out)
+    return
+  sweep.drive(args, run_all, analyze_all)
 
 
 if __name__ == '__main__':

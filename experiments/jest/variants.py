@@ -25,6 +25,14 @@ beta2 = 0.95 avoids loss spikes at f = 0.8 (the configs' default; the `_b2_` run
 step's training loss, to see spikes, with beta2 0.95 and the usual 0.999). Also recorded there
 but not reproduced: importance re-weighting of the selected data hurt (not implemented).
 
+Statistics (`restat`, also `--regenerate` on a committed summary's per-seed rows): mean ±
+sample std (ddof=1) over seeds, with the seeds that reached a target; paired by seed with 95%
+t-intervals: each hard-learner f minus the 800-iteration i.i.d. run, softmax and sigmoid joint
+minus independent, beta2 0.95 minus 0.999. Targets on the ratio basis (over the target run's
+own first reach) where the per-seed rows have it; the first committed summary has only the
+fraction basis (of the target run's whole length), and its run curves were not kept, so its
+table reports that basis, marked as such. Each per-seed row now also keeps the run's curve.
+
 Locally the softmax runs score with the main sweep's sigmoid-trained reference (its cached
 embeddings and learned temperature; its bias is unused by the softmax loss), and are compared
 with an i.i.d. run of the softmax loss (`uniform_softmax`), not with the sigmoid `uniform_3x`.
@@ -75,18 +83,62 @@ def per_seed(workdirs: dict, run: str, where: str, seeds, targets: dict) -> list
 
   rows = []
   for seed in seeds:
-    full = fig3.run_row(curve(run, where, seed), {
-        f'_{name}': curve(*target, seed) for name, target in targets.items()})
+    c = curve(run, where, seed)
+    full = fig3.run_row(c, {f'_{name}': curve(*target, seed) for name, target in targets.items()})
     rows.append({'seed': seed,
                  **{k: full[k] for k in ('final', 'retrieval', 'corrupted_selected')},
-                 **{f'{kind}_fraction_{name}': full[f'{kind}_fraction_{name}']
-                    for name in targets for kind in ('iterations', 'flops')}})
+                 **{f'{kind}_{basis}_{name}': full[f'{kind}_{basis}_{name}']
+                    for name in targets for kind in ('iterations', 'flops')
+                    for basis in ('ratio', 'fraction')},
+                 'curve': c})
   return rows
+
+
+NOT_STATS = ('seed', 'loss_curve', 'curve')
 
 
 def summarise(rows: list[dict]) -> dict:
   return {'per_seed': rows, **fig3.seed_stats(rows, [key for key in rows[0]
-                                                     if key not in ('seed', 'loss_curve')])}
+                                                     if key not in NOT_STATS])}
+
+
+def _by_seed(s: dict, key: str = 'final') -> dict:
+  return {str(r['seed']): r[key] for r in s['per_seed']}
+
+
+def paired(summary: dict) -> dict:
+  """The comparisons the README makes, paired by seed (95% t-intervals), in points."""
+  u800 = summary['softmax']['uniform (800 it.)']['sigmoid']
+  out = {f'hard_learner f = {f} minus uniform (800 it.)': analysis.paired_by_seed(
+      _by_seed(s), _by_seed(u800)) for f, s in summary['hard_learner']['hard_learner'].items()}
+  for f, s in summary['hard_learner']['hard_learner'].items():
+    out[f'hard_learner minus learnability, f = {f}'] = analysis.paired_by_seed(
+        _by_seed(s), _by_seed(summary['hard_learner']['learnability'][f]))
+  for loss in ('sigmoid', 'softmax'):
+    out[f'{loss}: joint minus independent'] = analysis.paired_by_seed(
+        _by_seed(summary['softmax']['joint'][loss]),
+        _by_seed(summary['softmax']['independent'][loss]))
+    if loss == 'softmax':
+      for group in summary['softmax']:
+        out[f'{group}: softmax minus sigmoid'] = analysis.paired_by_seed(
+            _by_seed(summary['softmax'][group]['softmax']),
+            _by_seed(summary['softmax'][group]['sigmoid']))
+  if len(summary['beta2']) == 2:
+    (a, sa), (b, sb) = summary['beta2'].items()
+    out[f'beta2 {a} minus {b}'] = analysis.paired_by_seed(_by_seed(sa), _by_seed(sb))
+  return out
+
+
+def restat(summary: dict) -> dict:
+  """`summary` with every statistic recomputed from its per-seed rows, and `paired`."""
+  def walk(node):
+    if isinstance(node, dict) and 'per_seed' in node:
+      return summarise(node['per_seed'])
+    if isinstance(node, dict):
+      return {k: walk(v) for k, v in node.items() if k not in ('paired', 'std_ddof')}
+    return node
+  out = walk(summary)
+  return {**out, 'std_ddof': fig3.DDOF, 'paired': paired(out)}
 
 
 def analyze(workdirs: dict, seeds) -> dict:
@@ -105,7 +157,7 @@ def analyze(workdirs: dict, seeds) -> dict:
   summary['beta2'] = beta2(workdirs, seeds)
   summary['uniform_3x'] = summarise(per_seed(workdirs, 'uniform_3x', 'main', seeds,
                                              sigmoid_targets))
-  return summary
+  return restat(summary)
 
 
 def loss_spikes(workdir, warmup: int) -> dict:
@@ -140,14 +192,17 @@ def beta2(workdirs: dict, seeds) -> dict:
 
 
 def write_table(summary: dict, path: str):
-  to_3x = "to `uniform_3x`'s final zero-shot: iterations / FLOPs, of run"
+  basis = 'ratio' if 'iterations_ratio_uniform_3x' in summary['uniform_3x'] else 'fraction'
+  how = {'ratio': 'ratio to its own first reach', 'fraction': (
+      "FRACTION of its whole run: the per-seed ratio basis was not committed")}[basis]
+  to_3x = f"to `uniform_3x`'s final zero-shot: iterations / FLOPs, {how}"
 
   def reach(s, base):
-    return (f'{fmt_stat(s[f"iterations_fraction_{base}"])} / '
-            f'{fmt_stat(s[f"flops_fraction_{base}"])}')
+    return (f'{fmt_stat(s[f"iterations_{basis}_{base}"], always_count=True)} / '
+            f'{fmt_stat(s[f"flops_{basis}_{base}"], always_count=True)}')
 
-  lines = ['## Hard-learner vs reference-based scoring, joint, vs filter ratio (mean ± std '
-           f'over seeds {summary["seeds"]})', '']
+  lines = ['## Hard-learner vs reference-based scoring, joint, vs filter ratio (mean ± sample '
+           f'std over seeds {summary["seeds"]}; "(k/n)": reached in k of n seeds)', '']
   lines += analysis.markdown_table(
       ['scoring', 'f', 'zero-shot (%)', 'retrieval R@1 (%)', 'corrupted pairs selected (%)',
        to_3x],
@@ -161,7 +216,7 @@ def write_table(summary: dict, path: str):
   lines += analysis.markdown_table(
       ['selection', 'loss', 'zero-shot (%)', 'retrieval R@1 (%)',
        'corrupted pairs selected (%)', "to the same loss's 800-iteration i.i.d. final "
-       'zero-shot: iterations / FLOPs, of run'],
+       f'zero-shot: iterations / FLOPs, {how}'],
       [[group, loss, fmt_stat(s['final'], 100), fmt_stat(s['retrieval'], 100),
         fmt_stat(s['corrupted_selected'], 100, 1) if s['corrupted_selected']['n'] else '-',
         reach(s, 'uniform')]
@@ -175,6 +230,11 @@ def write_table(summary: dict, path: str):
       [[b2, fmt_stat(s['final'], 100), fmt_stat(s['max_rise'], 100, 1),
         fmt_stat(s['steps_rising_over_25pct'], 1, 1), fmt_stat(s['max_grad_norm']),
         reach(s, 'uniform_3x')] for b2, s in summary['beta2'].items()], 'rrrrrr')
+  lines += ['', '## Paired by seed: zero-shot difference (points, [95% t-interval])', '']
+  lines += analysis.markdown_table(
+      ['comparison', 'zero-shot difference', 'seeds'],
+      [[name, analysis.fmt_interval(d, 100), ', '.join(d['seeds'])]
+       for name, d in summary['paired'].items()], 'lrl')
   analysis.write_text(path, lines)
 
 
@@ -185,10 +245,14 @@ def plot(summary: dict, path: str):
              'learnability': 'tab:blue'}
   for key, ax, label in (('final', axes[0], 'zero-shot accuracy (%)'),
                          ('corrupted_selected', axes[1], 'corrupted pairs selected (%)')):
-    for policy, by_f in summary['hard_learner'].items():
-      analysis.errorbar(ax, [float(f) for f in by_f], [s[key] for s in by_f.values()],
+    for k, (policy, by_f) in enumerate(summary['hard_learner'].items()):
+      x = [float(f) + 0.01 * (k - 1) for f in by_f]
+      analysis.errorbar(ax, x, [s[key] for s in by_f.values()],
                         scale=100, marker='o', capsize=3, color=colours[policy],
-                        label=f'{policy}, joint')
+                        label=f'{policy}, joint (mean ± std)')
+      analysis.seed_points(ax, [xi + 0.005 for xi in x],
+                           [[r[key] for r in s['per_seed']] for s in by_f.values()],
+                           scale=100, color=colours[policy], ms=4)
     if key == 'final':
       u3 = summary['uniform_3x']['final']
       ax.axhline(100 * u3['mean'], color='k', ls='--', label='uniform_3x (2,400 it.)')
@@ -209,7 +273,10 @@ def plot(summary: dict, path: str):
     means = [100 * summary['softmax'][g][loss]['final']['mean'] for g in groups]
     stds = [100 * summary['softmax'][g][loss]['final']['std'] for g in groups]
     ax.bar(x + (k - 0.5) * 0.38, means, 0.38, yerr=stds, capsize=3, color=colour,
-           label=f'{loss} loss')
+           label=f'{loss} loss (mean ± std)')
+    analysis.seed_points(ax, x + (k - 0.5) * 0.38,
+                         [[r['final'] for r in summary['softmax'][g][loss]['per_seed']]
+                          for g in groups], scale=100, color='k', ms=4)
   ax.set_xticks(x)
   ax.set_xticklabels(groups)
   ax.set_ylim(bottom=min(100 * summary['softmax'][g][l]['final']['mean'] for g in groups
@@ -227,8 +294,8 @@ def plot(summary: dict, path: str):
   ax.set_ylabel('training loss of the selected batch')
   ax.set_title("Adam's beta2, learnability joint, f = 0.8")
   ax.legend(fontsize=8)
-  fig.suptitle(f'JEST variants, captioned Fashion-MNIST (mean ± std over seeds '
-               f'{summary["seeds"]})')
+  fig.suptitle(f'JEST variants, captioned Fashion-MNIST (mean ± sample std; dots: each of '
+               f'seeds {summary["seeds"]})')
   analysis.save_figure(fig, path, dpi=110)
 
 
@@ -238,16 +305,34 @@ def main():
   parser.add_argument('--variants', default='workdirs/jest_variants')
   parser.add_argument('--seeds', default='0,1,2')
   parser.add_argument('--out', default='results/jest/variants')
+  parser.add_argument('--regenerate', action='store_true',
+                      help="Redo --out's summary, table and figure from its committed "
+                      'summary.json (no workdirs).')
   args = parser.parse_args()
+  if args.regenerate:
+    regenerate(args.out)
+    return
   seeds = [int(s) for s in args.seeds.split(',')]
   summary = analyze({'main': args.main, 'variants': args.variants}, seeds)
   summary['command'] = analysis.command('experiments.jest.variants', args)
-  os.makedirs(args.out, exist_ok=True)
-  with open(os.path.join(args.out, 'summary.json'), 'w') as f:
+  write(summary, args.out)
+
+
+def regenerate(out: str) -> dict:
+  """summary.json, table.md and variants.png in `out` again from its summary.json."""
+  with open(os.path.join(out, 'summary.json')) as f:
+    summary = restat(json.load(f))
+  write(summary, out)
+  return summary
+
+
+def write(summary: dict, out: str):
+  os.makedirs(out, exist_ok=True)
+  with open(os.path.join(out, 'summary.json'), 'w') as f:
     json.dump(summary, f, indent=1)
-  write_table(summary, os.path.join(args.out, 'table.md'))
-  plot(summary, os.path.join(args.out, 'variants.png'))
-  print(open(os.path.join(args.out, 'table.md')).read())
+  write_table(summary, os.path.join(out, 'table.md'))
+  plot(summary, os.path.join(out, 'variants.png'))
+  print(open(os.path.join(out, 'table.md')).read())
 
 
 if __name__ == '__main__':
