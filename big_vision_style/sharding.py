@@ -25,8 +25,10 @@ def maybe_initialize_distributed(config=None):
     logging.info('jax.distributed: process %d of %d.', jax.process_index(), jax.process_count())
 
 
-def make_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
-  """A 1-D `data` mesh over all devices, or over the first `num_devices` (tests compare 1 vs 8).
+def make_mesh(num_devices=None) -> jax.sharding.Mesh:
+  """A 1-D `data` mesh over all devices, or over the first `num_devices` (tests compare 1 vs 8),
+  or, given a list, over the devices with those ids (disjoint sub-meshes: DnC's experts
+  trained side by side, methods/dnc.py).
 
   Each process must hold a contiguous block of the axis: process p feeds rows
   [p*L, (p+1)*L) of every global batch (input_pipeline), so its devices must be the ones that
@@ -34,6 +36,15 @@ def make_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
   interleave hosts along a 1-D axis; the devices are then ordered by (process, id) instead.
   """
   devices = jax.devices()
+  if isinstance(num_devices, (list, tuple)):
+    by_id = {d.id: d for d in devices}
+    missing = [i for i in num_devices if i not in by_id]
+    if missing or not num_devices:
+      raise ValueError(f'config.mesh_devices={list(num_devices)}: no device has id(s) {missing}; '
+                       f'ids are {sorted(by_id)}.')
+    chosen = sorted((by_id[i] for i in num_devices), key=lambda d: (d.process_index, d.id))
+    return jax.sharding.Mesh(np.asarray(chosen), ('data',),
+                             axis_types=(jax.sharding.AxisType.Auto,))
   if num_devices:
     if num_devices > len(devices):
       raise ValueError(f'config.mesh_devices={num_devices} but only {len(devices)} devices exist.')

@@ -17,7 +17,7 @@ import jax
 from big_vision_style import flops
 from big_vision_style.methods import base
 
-BUILTIN = ('supervised', 'contrastive', 'byol')
+BUILTIN = ('supervised', 'contrastive', 'byol', 'moclr', 'distill')
 _REGISTERED = {}
 
 

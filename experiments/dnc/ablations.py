@@ -1,0 +1,18 @@
+r"""DnC ablations: the number of clusters K (3, 5, 10) and the experts' initialisation
+(`init=base`: from the base model; `init=scratch`: random), at the same budget as
+dnc_vs_moclr.py. The papers' descriptions differ on the initialisation, so both are run and
+reported (experiments/dnc/reproduce.py).
+
+  python -m big_vision_style.tools.dnc --config experiments/dnc/ablations.py:k=10,init=scratch \
+      --workdir workdirs/dnc/dnc/uncurated_k10_scratch_s0
+  ...ablations.py:runlocal,k=3          ...ablations.py:tpu,k=10,init=scratch
+
+Args: as dnc_vs_moclr.py (k and init are the ablated ones).
+"""
+from experiments.dnc import common
+
+GRID = dict(k=common.KS, init=common.INITS)
+
+
+def get_config(arg=None):
+  return common.make_config(common.parse(arg))

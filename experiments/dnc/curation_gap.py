@@ -1,0 +1,21 @@
+r"""The curation gap (DnC's motivation): MoCLR on a curated vs an uncurated pool of the same
+size, equal steps, linear-probe accuracy on the balanced test split.
+
+  python -m big_vision_style.train --config experiments/dnc/curation_gap.py:pool=uncurated \
+      --workdir workdirs/dnc/moclr/uncurated_s0
+  python -m big_vision_style.train --config experiments/dnc/curation_gap.py:pool=curated,runlocal \
+      --workdir /tmp/gap
+  # Paper scale (iNaturalist 2021 vs ImageNet-1k, ViT-B/16, v4-32; see common.py):
+  ...curation_gap.py:tpu,pool=uncurated
+
+These runs are also DnC's equal-compute baselines: MoCLR for the DnC budget (`steps`), with its
+own schedule ending there (experiments/dnc/reproduce.py).
+
+Args: pool=uncurated|curated, zipf, distractors, pool_seed, seed, steps, batch, lr,
+temperature, runlocal, tpu.
+"""
+from experiments.dnc import common
+
+
+def get_config(arg=None):
+  return common.make_config(common.parse(arg, method='moclr'))

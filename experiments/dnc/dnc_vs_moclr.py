@@ -1,0 +1,26 @@
+r"""DnC vs MoCLR at equal total compute, on the uncurated and on the curated pool (the paper's
+main comparison; claim: +1 to 3 points of linear accuracy on uncurated data, within noise on
+curated data).
+
+  # DnC (every stage: base, embed, k-means, experts, distillation; resumable):
+  python -m big_vision_style.tools.dnc --config experiments/dnc/dnc_vs_moclr.py:pool=uncurated,k=5 \
+      --workdir workdirs/dnc/dnc/uncurated_k5_base_s0
+  # The equal-compute baseline: the same budget as plain MoCLR (curation_gap.py's run):
+  python -m big_vision_style.train --config experiments/dnc/dnc_vs_moclr.py:method=moclr \
+      --workdir workdirs/dnc/moclr/uncurated_s0
+  # Smoke (seconds) and paper scale (see common.py; v4-32, experts_parallel over sub-meshes):
+  ...dnc_vs_moclr.py:runlocal      ...dnc_vs_moclr.py:tpu,k=10,parallel=2
+
+A DnC run's `flops/total` counts every stage and equals the budget of `steps` MoCLR steps to
+within one distillation step (methods/dnc.py).
+
+Args: method=dnc|moclr, pool=uncurated|curated, k, init=base|scratch, steps (the budget, in
+MoCLR steps), base_fraction, experts_fraction, expert_heads=own_cluster|all,
+target=projection|embed|features, parallel (experts at once), zipf, distractors, pool_seed,
+seed, batch, lr, temperature, runlocal, tpu.
+"""
+from experiments.dnc import common
+
+
+def get_config(arg=None):
+  return common.make_config(common.parse(arg))
