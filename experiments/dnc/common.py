@@ -6,9 +6,9 @@ Three scales:
     2500, 1666, ... 500 examples, 14.6k in all), curated = the same 14.6k class-balanced; both
     probed on the 10k held-out split and tested on the balanced `test` split (linear probe).
     Student and teachers: the tiny ViT of experiments/rela (width 64, depth 2, patch 7).
-    Budget: `steps` MoCLR steps of batch 128; DnC splits the same FLOPs into base 40%,
+    Budget: `steps` (1000) MoCLR steps of batch 128; DnC splits the same FLOPs into base 40%,
     experts 40% (by cluster size), distillation the rest (methods/dnc.py).
-    Measured wall time (see reproduce.py): recorded in TIMING below.
+    Measured wall time: TIMING below (one pipeline 336 s at 1200 steps; grid ~87 min).
   runlocal: a smoke run of seconds (tiny ViT, a 600-example pool, 24 steps).
   tpu: paper scale with public TFDS substitutes. YFCC100M and JFT-300M are not public through
     TFDS; the uncurated pool is iNaturalist 2021 (`tfds:i_naturalist2021`, 2.7M images of 10k
@@ -35,12 +35,19 @@ LOCAL_PP = dict(image_size=28, mean=(0.286,), std=(0.353,))  # Fashion-MNIST pix
 POOLS = ('uncurated', 'curated')
 INITS = ('base', 'scratch')
 KS = (3, 5, 10)
-# Wall time of one local pipeline, measured on the shared 2-core machine (tools/dnc; one
-# process on one core, the other core busy): see reproduce.py's docstring.
-TIMING = 'see reproduce.py'
+# Wall time, measured on this shared 2-core machine (one process pinned to one core, the other
+# core and the machine loaded by other jobs, load average ~2.7; cold compilation cache): one
+# DnC pipeline, K=5, init=base, uncurated, steps=1200 took 336 s: base 142 s (compile 40 s,
+# 480 steps at ~9.5 steps/s 52 s, linear probe and start-up ~50 s), embed + k-means 5 s,
+# 5 experts 135 s (each compiles its own program, ~14 s: the schedules bake in its step
+# count), distillation 54 s (197 steps). With the grid's shared warm cache (base, probe and
+# distillation programs compiled once) and steps=1000, projected: K=3 ~215 s, K=5 ~250 s,
+# K=10 ~335 s, MoCLR ~135 s per run; the 42-run grid ~(36 x 266 + 6 x 135) / 2 workers
+# ~ 87 minutes.
+TIMING = dict(pipeline_k5_steps1200_cold_s=336, projected_grid_min_steps1000=87)
 
 ARGS = dict(runlocal=False, tpu=False, method='dnc', pool='uncurated', zipf=1.0, distractors=0,
-            pool_seed=0, seed=0, k=5, init='base', steps=1200, batch=128, lr=2e-3,
+            pool_seed=0, seed=0, k=5, init='base', steps=1000, batch=128, lr=2e-3,
             temperature=0.2, base_fraction=0.4, experts_fraction=0.4, expert_heads='own_cluster',
             target='projection', parallel=1)
 
