@@ -31,8 +31,11 @@ demo: setup data
 	JAX_PLATFORMS=cpu $(VENV)/bin/python -m big_vision_style.tools.demo --workdir $(DEMO_WORKDIR)
 
 # JAX_PLATFORMS=cpu: with libtpu installed (the aot extra) jax would otherwise probe for a TPU.
+# Two pytest workers (pytest-xdist), a module each at a time: most of a test's time is XLA
+# compiling on one core. TEST_WORKERS=0 runs everything in this process.
+TEST_WORKERS ?= 2
 test: setup data
-	JAX_PLATFORMS=cpu $(VENV)/bin/python -m pytest tests
+	JAX_PLATFORMS=cpu $(VENV)/bin/python -m pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile) tests
 
 clean:
 	rm -rf $(VENV) workdirs

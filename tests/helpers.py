@@ -15,3 +15,11 @@ def read_rows(workdir):
   """The rows of a run's metrics.jsonl."""
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     return [json.loads(line) for line in f]
+
+
+def few_steps(config, steps=3):
+  """A config made a few steps long, logging every step, no evaluators (tested elsewhere)."""
+  override(config, total_steps=steps, log_training_steps=1, ckpt_steps=1000, mesh_devices=None)
+  with config.unlocked():
+    config.evals = {}
+  return config

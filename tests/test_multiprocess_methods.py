@@ -1,5 +1,6 @@
-"""Every method in 2 processes x 2 CPU devices against 1 process x 4 devices, and preemption
-across hosts (tests/multiprocess.py runs the underscore-prefixed functions below).
+"""Every method in 2 processes x 2 CPU devices against 1 process x 4 devices
+(tests/multiprocess.py runs the underscore-prefixed functions below; preemption across hosts
+is in test_multiprocess_preemption.py).
 
 Methods: Bad Students with a pretrained, an online and a cached reference (score cache
 computed in the same layout), JEST joint and independent, Flexi-JEST, BYOL with ReLA (prior,
@@ -8,28 +9,15 @@ priors and caches are made in the layout under test. Expected: the same losses (
 gradient all-reduce adds the 4 devices in another order across processes, so float32 sums can
 differ in the last bit; measured differences are asserted tight, see the test).
 """
-import os
-import signal
-import threading
-import time
-
 import jax
 import numpy as np
 import pytest
 
 from tests import multiprocess
-from tests.helpers import override
+from tests.helpers import few_steps as _tiny
 from tests.helpers import read_rows
 
 STEPS = 3
-
-
-def _tiny(config, steps=STEPS):
-  """A config made a few steps long, logging every step, no evaluators (tested elsewhere)."""
-  override(config, total_steps=steps, log_training_steps=1, ckpt_steps=1000, mesh_devices=None)
-  with config.unlocked():
-    config.evals = {}
-  return config
 
 
 def _sync(name):
@@ -153,59 +141,3 @@ def test_offline_tools_in_two_processes_give_the_one_process_tables(methods_runs
   for result in multi:
     np.testing.assert_allclose(result[name], single[name], rtol=1e-5,
                                atol=2e-5 if name == 'rela_targets' else 1e-6, err_msg=name)
-
-
-# ----- Preemption: SIGTERM to one host stops both after the same step, then resume -----
-
-TOTAL, SIGNAL_AFTER = 30, 4
-
-
-def _baseline(workdir, steps=TOTAL):
-  from big_vision_style import train  # pylint: disable=g-import-not-at-top
-  from experiments.baseline import fashion_mnist  # pylint: disable=g-import-not-at-top
-  return train.train(_tiny(fashion_mnist.get_config('runlocal'), steps=steps), workdir)
-
-
-def _preempted_run(workdir, sig):
-  """Process 1 signals itself once process 0 has logged step SIGNAL_AFTER."""
-  def watch():
-    path = os.path.join(workdir, 'metrics.jsonl')
-    while not (os.path.exists(path) and len(open(path).readlines()) >= SIGNAL_AFTER):
-      time.sleep(0.05)
-    os.kill(os.getpid(), sig)
-
-  if jax.process_index() == 1:
-    threading.Thread(target=watch, daemon=True).start()
-  final, _ = _baseline(workdir)
-  steps = sorted(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints')) if d.isdigit())
-  return {'final': final, 'checkpoints': steps}
-
-
-def _resumed_run(workdir):
-  final, state = _baseline(workdir)
-  return {'final': final, 'params': state['learner']['params']}
-
-
-@pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_to_one_host_stops_every_host_after_the_same_step(tmp_path, sig):
-  workdir = str(tmp_path / 'run')
-  stopped = multiprocess.run_processes('tests.test_multiprocess_methods:_preempted_run',
-                                       (workdir, sig), num_processes=2, devices_per_process=2,
-                                       timeout=300)
-  steps = {r['final']['step'] for r in stopped}
-  assert len(steps) == 1, stopped  # Both hosts stopped after the same step...
-  step, = steps
-  assert all(r['final']['preempted'] for r in stopped)
-  assert SIGNAL_AFTER <= step < TOTAL
-  assert stopped[0]['checkpoints'][-1] == step  # ... with one complete checkpoint there.
-  resumed = multiprocess.run_processes('tests.test_multiprocess_methods:_resumed_run',
-                                       (workdir,), num_processes=2, devices_per_process=2,
-                                       timeout=300)
-  rows = read_rows(workdir)
-  assert [r['step'] for r in rows] == list(range(1, TOTAL + 1))  # No row lost or repeated.
-  assert resumed[0]['final']['step'] == TOTAL and 'preempted' not in resumed[0]['final']
-  if sig == signal.SIGTERM:  # Resume is exact: the same parameters as an uninterrupted run.
-    straight = multiprocess.run_processes('tests.test_multiprocess_methods:_resumed_run',
-                                          (str(tmp_path / 'straight'),), num_processes=2,
-                                          devices_per_process=2, timeout=300)
-    jax.tree.map(np.testing.assert_array_equal, resumed[0]['params'], straight[0]['params'])
