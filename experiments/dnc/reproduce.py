@@ -5,8 +5,8 @@ r"""Local reproduction of Divide and Contrast on Fashion-MNIST pools, and its an
 The grid, most informative runs first (an interrupted sweep still answers the main questions):
   1. the curation gap: MoCLR on the uncurated and the curated pool, `--steps` steps, seeds
      (these runs are also DnC's equal-compute baselines: the same budget, their own schedule);
-  2. DnC K=5 with both expert initialisations on the uncurated pool;
-  3. the rest: K in {3, 10} on the uncurated pool, then every K and init on the curated pool.
+  2. DnC K=5 with both expert initialisations on the uncurated pool, then on the curated one;
+  3. the rest: K = 3 on both pools, then K = 10.
 That is 2 x 3 MoCLR runs + 3 K x 2 inits x 2 pools x 3 seeds = 42 runs. A DnC run is one whole
 pipeline (big_vision_style/tools/dnc.py: base, embed, k-means, experts, distillation), whose
 total FLOPs, every stage counted, equal the MoCLR budget to within one distillation step.
@@ -69,8 +69,10 @@ def dnc_dir(args, pool, k, init, seed):
 
 def settings(args):
   """(pool, k, init) of every DnC setting, in the grid's order (module doc)."""
-  first = [(args.pools[0], args.ks[0], init) for init in args.inits]
-  rest = [(pool, k, init) for pool in args.pools for k in args.ks for init in args.inits]
+  # The first K on every pool (both claims: a gain on uncurated, none on curated), then the
+  # other Ks.
+  first = [(pool, args.ks[0], init) for pool in args.pools for init in args.inits]
+  rest = [(pool, k, init) for k in args.ks for pool in args.pools for init in args.inits]
   return first + [s for s in rest if s not in first]
 
 
