@@ -223,3 +223,27 @@ def test_sweep_keeps_a_report_whose_program_is_unchanged(tmp_path):
   # A digest inside the report (as compile_one writes it) counts too.
   assert aot_sweep.is_current({**no_digest, 'report': {'lowered_digest': 'p1'}}, entry, 'c1',
                               'new', same)
+
+
+def test_every_tpu_config_names_the_slice_results_aot_found():
+  """Each `:tpu` config's docstring names (on a line with "TPU slice") the smallest slice that
+  results/aot/aot.json found its step fits on, so the two cannot drift apart."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  import re  # pylint: disable=g-import-not-at-top
+  path = os.path.join(os.path.dirname(__file__), '..', 'results', 'aot', 'aot.json')
+  with open(path) as f:
+    entries = json.load(f)
+  checked = 0
+  for e in entries:
+    if not e['minimum']:
+      continue
+    module = e['spec'].split(':')[0][:-len('.py')].replace('/', '.')
+    doc = importlib.import_module(module).__doc__ or ''
+    lines = [line for line in doc.splitlines() if 'TPU slice' in line]
+    named = set(re.findall(r'\bv\d[a-z]*-\d+\b', ' '.join(lines)))
+    want = aot.parse_topology(e['minimum']).accelerator_type
+    assert want in named, (f'{module}: its docstring should name {want} on a "TPU slice" line '
+                           f'(results/aot: {e["spec"]} fits on {e["minimum"]}); names {named}')
+    checked += 1
+  assert checked >= 20

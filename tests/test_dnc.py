@@ -190,21 +190,36 @@ def _params(workdir):
   return jax.device_get(checkpointing.load_trained_params(workdir)[0])
 
 
+# The pipeline tests share one uninterrupted run, on 4 of the 8 devices: the layout of each
+# sub-mesh of the parallel-experts test, so its experts are comparable bit for bit.
+DEVICES = 4
+
+
 @pytest.fixture(scope='module')
 def straight(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('dnc') / 'straight')
-  return dnc.run(_config(), workdir, train_fn=train.train)
+  return dnc.run(_config(mesh_devices=DEVICES), workdir, train_fn=train.train)
+
+
+def _copy_stages(straight, workdir, names=('base', 'embed', 'cluster')):
+  """The straight run's finished stages, as a run that had got that far would hold them."""
+  for name in names:
+    shutil.copytree(os.path.join(os.path.dirname(straight['base']['workdir']), name),
+                    os.path.join(workdir, name))
 
 
 def test_resume_is_exact_across_a_stage_boundary(straight, tmp_path):
   workdir = str(tmp_path / 'split')
-  # Stop at the first step of the first expert: just after the experts stage began.
+  config = _config(mesh_devices=DEVICES)
+  # The first stages finished (the straight run's, copied: the runner skips them by their
+  # markers), then a stop at the first step of the first expert, just past the boundary.
+  _copy_stages(straight, workdir)
   stop = lambda config, w: train.train(config, w, stop_after_step=1 if w.endswith(
       'expert_0') else None)
-  first = dnc.run(_config(), workdir, train_fn=stop)
+  first = dnc.run(config, workdir, train_fn=stop)
   assert first == {'preempted': 'experts/expert_0'}
   assert os.path.exists(os.path.join(workdir, 'cluster', stages.MARKER))
-  done = dnc.run(_config(), workdir, train_fn=train.train)
+  done = dnc.run(config, workdir, train_fn=train.train)
   jax.tree.map(np.testing.assert_array_equal, _params(done['distill']['workdir']),
                _params(straight['distill']['workdir']))
   assert done['total_flops'] == pytest.approx(straight['total_flops'])
@@ -219,20 +234,19 @@ def test_resume_is_exact_across_a_stage_boundary(straight, tmp_path):
 
 def _experts(straight, workdir, config):
   """The experts stage of `config`, after the straight run's base, embed and cluster stages."""
-  for name in ('base', 'embed', 'cluster'):
-    shutil.copytree(os.path.join(os.path.dirname(straight['base']['workdir']), name),
-                    os.path.join(workdir, name))
+  _copy_stages(straight, workdir)
   return stages.run_stages(dnc.pipeline(config, train.train)[:4], workdir,
                            train_fn=train.train)['experts']
 
 
 def test_parallel_experts_equal_sequential_on_8_devices(straight, tmp_path):
-  # Two experts at once on two disjoint 4-device sub-meshes, vs one after the other on 4
-  # devices (the same per-device layout, so the same numbers bit for bit).
+  # Two experts at once on two disjoint 4-device sub-meshes of the 8, vs one after the other
+  # on 4 devices (the straight run's: the same per-device layout, so the same numbers bit for
+  # bit).
   assert dnc.device_groups(2) == [[0, 1, 2, 3], [4, 5, 6, 7]]
   parallel = _experts(straight, str(tmp_path / 'parallel'),
                       _config(**{'dnc.experts_parallel': 2}))
-  sequential = _experts(straight, str(tmp_path / 'sequential'), _config(mesh_devices=4))
+  sequential = straight['experts']
   for k in range(2):
     jax.tree.map(np.testing.assert_array_equal,
                  _params(parallel['runs'][f'expert_{k}']['workdir']),

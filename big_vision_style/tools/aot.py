@@ -118,6 +118,15 @@ class Topology:
     return math.prod(self.chips) * self.num_slices
 
   @property
+  def accelerator_type(self) -> str:
+    """Cloud TPU's name of the slice (what `gcloud ... --accelerator-type` takes): v4-16 for
+    v4:2x2x2 (TensorCores), v5litepod-8 for v5e:2x4 (chips)."""
+    gen = self.generation
+    count = self.num_chips * 2 if gen.accelerator_counts_cores else self.num_chips
+    prefix = {'v5e': 'v5litepod'}.get(gen.name, gen.name)
+    return f'{prefix}-{count}' + ('' if self.num_slices == 1 else f'*{self.num_slices}')
+
+  @property
   def num_devices(self) -> int:
     return self.num_chips * self.generation.devices_per_chip
 

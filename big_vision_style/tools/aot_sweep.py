@@ -135,6 +135,10 @@ ENTRIES = [
           'CIFAR arms'),
     Entry('rela_prior_imagenet', RE + 'prior.py:tpu,prior=imagenet', 'v4:2x2x1',
           'the ImageNet prior, ViT-S/16 at 224 px, b = 1024 (the CIFAR priors see 32 px)'),
+    # Divide and Contrast: MoCLR on ViT-B/16 (bf16, remat), two views of 4096.
+    Entry('dnc_moclr', 'experiments/dnc/curation_gap.py:tpu,pool=uncurated', 'v4:2x2x4',
+          'MoCLR, the step of the base model, of every expert and of the equal-compute '
+          'baseline (distillation: one view, the teachers forward only)'),
 ] + [Entry(f'jest_scaling_{t.split(":")[1]}', JEST, t, 'f = 0.8', ladder=(t,), fixed=True)
      for t in SCALING_SLICES]
 ORDER = [e.name for e in ENTRIES]  # The tables' order.

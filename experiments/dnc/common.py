@@ -111,6 +111,9 @@ def _tpu(config, arg):
   config.data = dict(name='pools', base=base, eval_base=holdout,
                      pool=dict(kind='all', zipf=0.0, seed=arg.pool_seed, size=None,
                                distractors=0))
+  # The online classifier's classes (iNaturalist 2021's species, or ImageNet's): set here,
+  # since the ahead-of-time compile (tools/aot) builds the step without reading the data.
+  config.num_classes = 10_000 if arg.pool == 'uncurated' else 1000
   config.input = dict(batch_size=4096, channels=3, augment=(), num_threads=32, prefetch=8,
                       pp=dict(image_size=224, mean=(0.5,) * 3, std=(0.5,) * 3))
   config.model_name = 'vit'
