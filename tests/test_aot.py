@@ -226,7 +226,7 @@ def test_sweep_keeps_a_report_whose_program_is_unchanged(tmp_path):
 
 
 def test_every_tpu_config_names_the_slice_results_aot_found():
-  """Each `:tpu` config's docstring names (on a line with "TPU slice") the smallest slice that
+  """Each `:tpu` config's docstring names (in a paragraph with "TPU slice") the smallest slice that
   results/aot/aot.json found its step fits on, so the two cannot drift apart."""
   import importlib  # pylint: disable=g-import-not-at-top
   import os  # pylint: disable=g-import-not-at-top
@@ -240,10 +240,10 @@ def test_every_tpu_config_names_the_slice_results_aot_found():
       continue
     module = e['spec'].split(':')[0][:-len('.py')].replace('/', '.')
     doc = importlib.import_module(module).__doc__ or ''
-    lines = [line for line in doc.splitlines() if 'TPU slice' in line]
-    named = set(re.findall(r'\bv\d[a-z]*-\d+\b', ' '.join(lines)))
+    paragraphs = [p for p in doc.split('\n\n') if 'TPU slice' in p]
+    named = set(re.findall(r'\bv\d[a-z]*-\d+\b', ' '.join(paragraphs)))
     want = aot.parse_topology(e['minimum']).accelerator_type
-    assert want in named, (f'{module}: its docstring should name {want} on a "TPU slice" line '
+    assert want in named, (f'{module}: its docstring should name {want} in a "TPU slice" paragraph '
                            f'(results/aot: {e["spec"]} fits on {e["minimum"]}); names {named}')
     checked += 1
   assert checked >= 20

@@ -16,6 +16,9 @@ learner on DataComp / LAION, references on DataComp (uncurated) vs CC12M (curate
 experiments/jest/common.py. Locally: the curated `holdout` pool vs the uncurated `train` pool
 of captioned Fashion-MNIST (references from experiments/jest/reference.py). Args: pool,
 seed, steps, filter_ratio, policy, runlocal, tpu.
+
+TPU slice (`:tpu`): v4-64 (32 chips), 29.4 GiB per chip of 30.75; v4-32 runs out of memory
+(79.4 GiB) (results/aot: compiled ahead of time with libtpu 0.0.42.1, bf16 matmuls).
 """
 from experiments.jest import common
 

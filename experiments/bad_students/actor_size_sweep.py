@@ -17,6 +17,9 @@ mu (320x); TPU: ViT-L/16 learner with B/16, S/16, Ti/16, mu/16 actors on ImageNe
 
 Args: those of common.ARGS (actor=B|S|Ti|mu), plus reference_only (train the reference of
 that size on the holdout split instead).
+
+TPU slice (`:tpu`): v4-16 (8 chips), 24.9 GiB per chip of 30.75 with the B/16 actor (the
+largest); v4-8 runs out of memory (39.9 GiB) (results/aot: compiled ahead of time with libtpu 0.0.42.1, bf16 matmuls).
 """
 from experiments.bad_students import common
 from experiments.bad_students import reference

@@ -15,6 +15,9 @@ makes the third level real: reference scores precomputed once and looked up by e
   # The comparison plot at all four levels: results/bad_students/amortisation.png.
 
 Args: those of common.ARGS (reference defaults to cached here).
+
+TPU slice (`:tpu`): v4-16 (8 chips), 28.2 GiB per chip of 30.75; v4-8 runs out of memory
+(37.2 GiB) (results/aot: compiled ahead of time with libtpu 0.0.42.1, bf16 matmuls).
 """
 from experiments.bad_students import common
 

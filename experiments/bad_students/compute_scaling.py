@@ -13,6 +13,9 @@ TPU: ImageNet-1k (`tfds:imagenet2012`) stands in for JFT; `budget` scales total_
   # learnability/S. On TPU add `tpu` (budget then means epochs: 3, 6, 12, 24, 45).
 
 Args: those of common.ARGS, plus budget (learner steps locally, epochs on TPU).
+
+TPU slice (`:tpu`): v4-16 (8 chips), 29.5 GiB per chip of 30.75 with the S/16 actor (the larger);
+v4-8 runs out of memory (45.4 GiB) (results/aot: compiled ahead of time with libtpu 0.0.42.1, bf16 matmuls).
 """
 from experiments.bad_students import common
 

@@ -13,6 +13,9 @@ hard-learner, easy-reference, learnability and RHO at the same learner budget.
 Args: policy, filter_ratio (f; super-batch b/(1-f), paper 0.5), method=sample|topk,
 temperature, actor=B|S|Ti|mu, reference=pretrained|online|cached, reference_workdir,
 score_cache, label_noise, steps, batch, lr, seed, runlocal, tpu.
+
+TPU slice (`:tpu`): v4-16 (8 chips), 28.3 GiB per chip of 30.75 (policy=rho 19.9); v4-8
+runs out of memory (37.2 / 31.3 GiB) (results/aot: compiled ahead of time with libtpu 0.0.42.1, bf16 matmuls).
 """
 from experiments.bad_students import common
 

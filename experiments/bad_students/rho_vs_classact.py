@@ -16,6 +16,9 @@ all about 17-18% learner / 2-3% compute.
     --workdir workdirs/bad_students/rho_vs_classact/online
 
 Args: those of common.ARGS plus variant. TPU: ViT-B/16 learner, ViT-Ti/16 actor and reference.
+
+TPU slice (`:tpu`): v4-8 (4 chips), the smallest, 30.0 GiB per chip of 30.75 for the online
+variant (the largest) (results/aot: compiled ahead of time with libtpu 0.0.42.1, bf16 matmuls).
 """
 from experiments.bad_students import common
 

@@ -12,6 +12,9 @@ afterwards and used for scoring.
 Args: runlocal, tpu, pool=curated|uncurated, corruption=F, epochs=N, seed=N. The curated pool
 has 10k pairs and the uncurated 50k: both train for the same number of *steps* (`epochs` of the
 curated pool), so the two references differ in their data's quality, not in their compute.
+
+TPU slice (`:tpu`): v4-64 (32 chips), 26.8 GiB per chip of 30.75; v4-32 runs out of memory
+(44.2 GiB) (results/aot: compiled ahead of time with libtpu 0.0.42.1, bf16 matmuls).
 """
 from experiments.jest import common
 

@@ -36,6 +36,9 @@ table reports that basis, marked as such. Each per-seed row now also keeps the r
 Locally the softmax runs score with the main sweep's sigmoid-trained reference (its cached
 embeddings and learned temperature; its bias is unused by the softmax loss), and are compared
 with an i.i.d. run of the softmax loss (`uniform_softmax`), not with the sigmoid `uniform_3x`.
+
+TPU slice (`:tpu`): v4-128 (64 chips), 27.2 GiB per chip of 30.75 with the softmax loss (the
+largest arm); v4-64 runs out of memory (results/aot: compiled ahead of time with libtpu 0.0.42.1, bf16 matmuls).
 """
 from __future__ import annotations
 

@@ -25,6 +25,9 @@ trained on the held-out slice instead.
 
 Args: claim=half_beats_full|cifar10_prior, arm (half_beats_full: rela, full, half;
 cifar10_prior: rela, plain), prior (claim 1: siglip or imagenet), seed, epochs, root, runlocal.
+
+TPU slice: v4-8 (4 chips), the smallest, 26.4 GiB per chip of 30.75 (the ReLA arm's BYOL phase)
+(results/aot: compiled ahead of time with libtpu 0.0.42.1, bf16 matmuls).
 """
 from big_vision_style import config_utils
 from experiments.rela import common

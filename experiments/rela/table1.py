@@ -21,6 +21,9 @@ Args: objective=byol|supervised, prior=none|random|digits|half_classes|holdout (
 random, cifar10, cifar100, imagenet, siglip), ratio (in (0, 1]), seed, epochs, batch, lr,
 switch=local|paper|fraction, switch_fraction, root (where priors and targets live), dataset
 (tpu: cifar10, cifar100, imagenet), runlocal, tpu.
+
+TPU slice (`:tpu`): v4-8 (4 chips), the smallest: ImageNet 26.4 GiB per chip of 30.75 (its BYOL
+phase, the largest), CIFAR 3.5 GiB (results/aot: compiled ahead of time with libtpu 0.0.42.1, bf16 matmuls).
 """
 from experiments.rela import common
 
