@@ -8,6 +8,9 @@ reported (experiments/dnc/reproduce.py).
   ...ablations.py:runlocal,k=3          ...ablations.py:tpu,k=10,init=scratch
 
 Args: as dnc_vs_moclr.py (k and init are the ablated ones).
+
+TPU slice (`:tpu`): v4-8 (4 chips), the smallest, 27.1 GiB per chip of 30.75 for the MoCLR step
+(ViT-B/16, two views of 4096; results/aot: compiled ahead of time with libtpu 0.0.42.1).
 """
 from experiments.dnc import common
 

@@ -17,12 +17,14 @@ Three scales:
     on ImageNet-1k (a 50k held-out slice of its train split) and tested on its validation split
     (`eval_base`). ViT-B/16 (for the paper's ResNet-50, which models/ does not have), bf16
     matmuls, rematerialised blocks, batch 4096, 300k MoCLR steps of budget (base 40%, K
-    experts 40%, distillation 20%), temperature 0.1, momentum 0.99 -> 1. Slice: v4-32 (16
-    chips), the slice ReLA's BYOL ViT-B/16 step (two views, batch 4096, the same shapes as
-    MoCLR's) fits on at 8.9 GiB per chip (results/aot); the distillation step (one view, K + 1
-    teacher forwards) has fewer activations. Not compiled for TPU here; check with
+    experts 40%, distillation 20%), temperature 0.1, momentum 0.99 -> 1. Slice: v4-8 (4
+    chips), the smallest v4 slice: the MoCLR step (base model, experts, baseline; two views of
+    4096, a 10k-class online classifier) needs 27.1 GiB per chip of 30.75 there, 15.3 on v4-16,
+    8.9 on v4-32 (results/aot, compiled ahead of time with libtpu on a CPU host:
     `python -m big_vision_style.tools.aot --config experiments/dnc/curation_gap.py:tpu
-    --topology v4:2x2x4`. `experts_parallel` can train K experts at once on K sub-meshes.
+    --topology v4-8`). The distillation step (one view, K + 1 teachers forward only) is not
+    compiled there; it keeps no teacher activations for a backward pass. Larger slices train
+    faster; `experts_parallel` can train K experts at once on K sub-meshes.
 """
 import ml_collections
 

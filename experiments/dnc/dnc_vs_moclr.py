@@ -8,7 +8,7 @@ curated data).
   # The equal-compute baseline: the same budget as plain MoCLR (curation_gap.py's run):
   python -m big_vision_style.train --config experiments/dnc/dnc_vs_moclr.py:method=moclr \
       --workdir workdirs/dnc/moclr/uncurated_s0
-  # Smoke (seconds) and paper scale (see common.py; v4-32, experts_parallel over sub-meshes):
+  # Smoke (seconds) and paper scale (see common.py; v4-8, experts_parallel over sub-meshes):
   ...dnc_vs_moclr.py:runlocal      ...dnc_vs_moclr.py:tpu,k=10,parallel=2
 
 A DnC run's `flops/total` counts every stage and equals the budget of `steps` MoCLR steps to
@@ -18,6 +18,9 @@ Args: method=dnc|moclr, pool=uncurated|curated, k, init=base|scratch, steps (the
 MoCLR steps), base_fraction, experts_fraction, expert_heads=own_cluster|all,
 target=projection|embed|features, parallel (experts at once), zipf, distractors, pool_seed,
 seed, batch, lr, temperature, runlocal, tpu.
+
+TPU slice (`:tpu`): v4-8 (4 chips), the smallest, 27.1 GiB per chip of 30.75 for the MoCLR step
+(ViT-B/16, two views of 4096; results/aot: compiled ahead of time with libtpu 0.0.42.1).
 """
 from experiments.dnc import common
 
