@@ -214,12 +214,15 @@ def _plot(summary, path):
       seeds = [s for s in stat['per_seed'] if stat['flops_per_seed'].get(s) is not None]
       if not seeds:
         continue
-      x = [stat['flops_per_seed'][s] for s in seeds]
+      x = [stat['flops_per_seed'][s] / 1e12 for s in seeds]
       y = [100 * stat['per_seed'][s] for s in seeds]
       points = ax.plot(x, y, 'o', alpha=0.5, ms=4, label=name)[0]
       ax.plot([np.mean(x)], [np.mean(y)], '_', ms=18, mew=2, color=points.get_color())
     ax.set_title(f'{pool} pool')
-    ax.set_xlabel('total training FLOPs (all stages)')
+    ax.set_xlabel('total training TFLOPs (all stages; DnC within one distillation step of '
+                  'MoCLR)', fontsize=8)
+    ax.xaxis.set_major_locator(plt.MaxNLocator(4))
+    ax.ticklabel_format(axis='x', useOffset=False)
     ax.set_ylabel('linear-probe accuracy (%)')
     ax.legend(fontsize=7)
   analysis.save_figure(fig, path, dpi=120)
