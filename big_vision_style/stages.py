@@ -19,15 +19,23 @@ and FLOPs; a compute stage returns its own (JSON-able), e.g. the path of an id t
 assignments that a later stage's method attaches with its `prepare`. The runner takes
 `train_fn` (train.train) instead of importing the trainer, so that no library module depends
 on the entry point.
+
+On several hosts (a pod slice) every host runs every stage. Process 0 alone writes markers and
+stage files; whether a stage is finished is process 0's answer, broadcast, so every host
+skips or runs the same stages; and every host waits after each marker is written, so none
+reads a stage's outputs (an id table process 0 wrote, say) before they exist. Every host then
+holds process 0's outputs, read back from its marker.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import os
 from typing import Any, Callable
 
 import jax
+from orbax.checkpoint import multihost
 
 MARKER = 'stage.json'
 
@@ -56,6 +64,44 @@ def _write_marker(stage_dir: str, outputs: dict):
     with open(tmp, 'w') as f:
       json.dump(outputs, f)
     os.replace(tmp, _marker(stage_dir))
+  _barrier(stage_dir)
+
+
+def _read_marker(stage_dir: str) -> dict:
+  with open(_marker(stage_dir)) as f:
+    return json.load(f)
+
+
+# Hosts agree through the coordinator's key-value store and barriers (jax.distributed's
+# client), not device collectives: DnC's parallel experts run stages in threads, and device
+# collectives launched from several threads in different orders on different hosts would
+# deadlock. Keys are unique per call: the n-th call for a stage directory, counted per host
+# (every host makes the same calls for a directory, in the same order, from one thread).
+_CALLS = collections.Counter()
+_TIMEOUT_MS = 24 * 3600 * 1000  # A stage can take hours; a dead host fails the job anyway.
+
+
+def _key(kind: str, stage_dir: str) -> str:
+  _CALLS[(kind, stage_dir)] += 1
+  return f'bvs_stages/{kind}/{stage_dir}/{_CALLS[(kind, stage_dir)]}'
+
+
+def _barrier(stage_dir: str):
+  if jax.process_count() > 1:
+    multihost.get_jax_distributed_client().wait_at_barrier(_key('done', stage_dir),
+                                                           _TIMEOUT_MS)
+
+
+def _finished(stage_dir: str) -> bool:
+  """Whether the stage has its marker, as process 0 sees it (the same answer on every host)."""
+  if jax.process_count() == 1:
+    return os.path.exists(_marker(stage_dir))
+  client, key = multihost.get_jax_distributed_client(), _key('finished', stage_dir)
+  if jax.process_index() == 0:
+    done = os.path.exists(_marker(stage_dir))
+    client.key_value_set(key, '1' if done else '0')
+    return done
+  return client.blocking_key_value_get(key, _TIMEOUT_MS) == '1'
 
 
 def run_stages(stages, workdir: str, *, train_fn: Callable) -> dict:
@@ -67,9 +113,8 @@ def run_stages(stages, workdir: str, *, train_fn: Callable) -> dict:
   out = {}
   for stage in stages:
     stage_dir = os.path.join(workdir, stage.name)
-    if os.path.exists(_marker(stage_dir)):  # Finished before: its outputs, not a rerun.
-      with open(_marker(stage_dir)) as f:
-        out[stage.name] = json.load(f)
+    if _finished(stage_dir):  # Finished before: its outputs, not a rerun.
+      out[stage.name] = _read_marker(stage_dir)
       continue
     if isinstance(stage, TrainStage):
       final, _ = train_fn(stage.config(out), stage_dir)
@@ -83,6 +128,8 @@ def run_stages(stages, workdir: str, *, train_fn: Callable) -> dict:
     else:
       raise TypeError(f'Unknown stage {stage!r}: expected TrainStage or ComputeStage.')
     _write_marker(stage_dir, outputs)
-    out[stage.name] = outputs
+    # Process 0's outputs as written, on every host (a host's own, e.g. its wall time, would
+    # differ), and the same whether the stage ran now or in an earlier run.
+    out[stage.name] = _read_marker(stage_dir)
   out['total_flops'] = sum(float(out[n]['flops']) for n in names)
   return out

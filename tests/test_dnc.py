@@ -169,6 +169,11 @@ def test_distillation_loss_is_zero_when_the_student_reproduces_its_teachers():
 
 # ----- The pipeline -----
 
+def pipeline_config(**overrides):
+  """The pipeline tests' tiny DnC run (also run in 2 processes, test_multiprocess_methods)."""
+  return _config(**overrides)
+
+
 def _config(tmp_path=None, **overrides):
   arg = 'runlocal,k=2,steps=24'
   config = common.make_config(common.parse(arg))

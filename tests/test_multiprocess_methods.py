@@ -4,7 +4,8 @@ is in test_multiprocess_preemption.py).
 
 Methods: Bad Students with a pretrained, an online and a cached reference (score cache
 computed in the same layout), JEST joint and independent, Flexi-JEST, BYOL with ReLA (prior,
-targets, then the two phases). Each run is a few steps of its `:runlocal` config; references,
+targets, then the two phases), and Divide and Contrast through its stage runner (MoCLR base,
+embeddings, sharded k-means, two experts, distillation). Each run is a few steps of its `:runlocal` config; references,
 priors and caches are made in the layout under test. Expected: the same losses (the
 gradient all-reduce adds the 4 devices in another order across processes, so float32 sums can
 differ in the last bit; measured differences are asserted tight, see the test).
@@ -41,13 +42,15 @@ def _train_methods(root):
   load = config_utils.load_config
   out = {}
 
-  def run(name, config_arg):
-    _, state = train.train(_tiny(load(config_arg)), f'{root}/{name}')
-    rows = read_rows(f'{root}/{name}') if jax.process_index() == 0 else None
+  def record(name, workdir, params):
+    rows = read_rows(workdir) if jax.process_index() == 0 else None
     # ReLA's phase logs its own loss; the method's steps train/loss.
     losses = [r['rela/loss'] if 'rela/loss' in r else r['train/loss'] for r in rows or []]
-    out[name] = {'losses': losses or None,
-                 'params': state['learner']['params']}
+    out[name] = {'losses': losses or None, 'params': params}
+
+  def run(name, config_arg):
+    _, state = train.train(_tiny(load(config_arg)), f'{root}/{name}')
+    record(name, f'{root}/{name}', state['learner']['params'])
 
   bs = f'experiments/bad_students/policy_comparison.py:runlocal,reference_workdir={root}/bs_ref'
   run('bs_ref', 'experiments/bad_students/reference.py:runlocal')
@@ -80,6 +83,35 @@ def _train_methods(root):
   _sync('targets written')
   out['rela_targets'] = targets[np.argsort(ids)]
   run('byol_rela', rela)
+
+  out.update(_train_dnc(root))
+  return out
+
+
+def _train_dnc(root):
+  """Divide and Contrast's tiny pipeline (tests/test_dnc.py), then the same command again:
+  every host must skip every finished stage."""
+  # pylint: disable=g-import-not-at-top
+  from big_vision_style import checkpointing
+  from big_vision_style import id_table
+  from big_vision_style import train
+  from big_vision_style.methods import dnc
+  from tests import test_dnc
+  # pylint: enable=g-import-not-at-top
+  out = {}
+  done = dnc.run(test_dnc.pipeline_config(), f'{root}/dnc', train_fn=train.train)
+  runs = {'dnc/base': done['base'], 'dnc/distill': done['distill'],
+          **{f'dnc/{k}': r for k, r in done['experts']['runs'].items()}}
+  for name, stage in runs.items():
+    rows = read_rows(stage['workdir']) if jax.process_index() == 0 else []
+    out[name] = {'losses': [r['train/loss'] for r in rows] or None,
+                 'params': checkpointing.load_trained_params(stage['workdir'])[0]}
+  clusters = id_table.load(done['cluster']['table'], what='DnC clusters', how='rerun')
+  out['dnc_clusters'] = clusters.lookup(clusters.ids)  # ids sorted.
+  out['dnc_flops'] = done['total_flops']
+  again = dnc.run(test_dnc.pipeline_config(), f'{root}/dnc', train_fn=train.train)
+  out['dnc_rerun'] = {name: again[name] for name in ('base', 'cluster', 'distill')}
+  out['dnc_done'] = {name: done[name] for name in ('base', 'cluster', 'distill')}
   return out
 
 
@@ -93,7 +125,8 @@ def methods_runs(tmp_path_factory):
 
 
 RUNS = ('bs_ref', 'bs_pretrained', 'bs_online', 'bs_cached', 'jest_ref', 'jest_joint',
-        'jest_independent', 'jest_flexi', 'rela/priors/holdout', 'byol_rela')
+        'jest_independent', 'jest_flexi', 'rela/priors/holdout', 'byol_rela', 'dnc/base',
+        'dnc/expert_0', 'dnc/expert_1', 'dnc/distill')
 
 
 @pytest.mark.parametrize('name', RUNS)
@@ -110,15 +143,19 @@ def test_every_method_in_two_processes_matches_one(methods_runs, name):
   either layout, so for them only their size is checked."""
   multi, single = methods_runs
   got, want = multi[0][name], single[name]
-  assert len(want['losses']) == STEPS
-  if not name.startswith('jest'):  # Step 1: the same parameters, the same batch.
+  steps = len(want['losses'])
+  assert steps == STEPS or name.startswith('dnc/'), (name, steps)  # DnC: its stages' steps.
+  assert len(got['losses']) == steps, name
+  # Step 1: the same parameters, the same batch. Contrastive losses (JEST's, MoCLR's) sum a
+  # logit matrix across devices, so they can differ by an ulp.
+  if not name.startswith(('jest', 'dnc/base', 'dnc/expert')):
     assert got['losses'][0] == want['losses'][0], name
   np.testing.assert_allclose(got['losses'], want['losses'], rtol=1e-6, err_msg=name)
   # Both processes hold the same replicated parameters, bit for bit.
   jax.tree.map(np.testing.assert_array_equal, multi[0][name]['params'],
                multi[1][name]['params'])
   leaves = jax.tree_util.tree_flatten_with_path(want['params'])[0]
-  adam_bound = STEPS * 2.5e-3  # |one Adam update| <= lr (at most 2e-3 here), whatever g is.
+  adam_bound = steps * 2.5e-3  # |one Adam update| <= lr (at most 2e-3 here), whatever g is.
   for (path, b), a in zip(leaves, jax.tree.leaves(got['params'])):
     where = f'{name} {jax.tree_util.keystr(path)}'
     assert np.abs(a - b).max() < adam_bound, where
@@ -141,3 +178,13 @@ def test_offline_tools_in_two_processes_give_the_one_process_tables(methods_runs
   for result in multi:
     np.testing.assert_allclose(result[name], single[name], rtol=1e-5,
                                atol=2e-5 if name == 'rela_targets' else 1e-6, err_msg=name)
+
+
+def test_divide_and_contrast_in_two_processes_makes_the_one_process_clusters(methods_runs):
+  """The same cluster of every example (k-means on embeddings of base models that agree to a
+  few ulps), and the same FLOPs counted over all stages."""
+  multi, single = methods_runs
+  for result in multi:
+    np.testing.assert_array_equal(result['dnc_clusters'], single['dnc_clusters'])
+    assert result['dnc_flops'] == single['dnc_flops'] > 0
+    assert result['dnc_rerun'] == result['dnc_done']  # The rerun skipped every stage.

@@ -157,29 +157,22 @@ def analyze(args) -> dict:
 
 def _stat(finals: dict) -> dict:
   values = [f[METRIC] for f in finals.values()]
-  stat = analysis.seed_stat(values, ddof=DDOF) if len(values) > DDOF else {
-      'mean': float(np.mean(values)) if values else None, 'std': None, 'n': len(values),
-      'of': len(values)}
-  return {**stat, 'per_seed': {str(s): f[METRIC] for s, f in finals.items()},
+  return {**analysis.seed_stat(values, ddof=DDOF),
+          'per_seed': {str(s): f[METRIC] for s, f in finals.items()},
           'flops_per_seed': {str(s): f.get('flops/total') for s, f in finals.items()},
           'flops_total': float(np.mean([f['flops/total'] for f in finals.values()]))
           if finals else None}
 
 
-def _fmt(stat, scale=100.0):
+def _fmt(stat, seeds) -> str:
+  """Mean ± sample std (%), with the count of seeds done when not all of `seeds` are."""
   if not stat or stat.get('mean') is None:
     return '-'
-  if stat.get('std') is None:
-    return f'{scale * stat["mean"]:.2f} (n={stat["n"]})'
-  return f'{scale * stat["mean"]:.2f} ± {scale * stat["std"]:.2f} (n={stat["n"]})'
+  return analysis.fmt_stat({**stat, 'of': len(seeds)}, scale=100.0)
 
 
-def _fmt_diff(d, scale=100.0):
-  if not d or d.get('mean') is None:
-    return '-'
-  if d.get('low') is None:
-    return f'{scale * d["mean"]:+.2f} (n={d["n"]})'
-  return f'{scale * d["mean"]:+.2f} [{scale * d["low"]:+.2f}, {scale * d["high"]:+.2f}]'
+def _fmt_diff(d) -> str:
+  return analysis.fmt_interval(d, scale=100.0) if d else '-'
 
 
 def _table(summary, args) -> list[str]:
@@ -195,7 +188,7 @@ def _table(summary, args) -> list[str]:
   for pool, entry in summary['pools'].items():
     for name, stat in entry.items():
       purity = [v for v in (stat.get('purity') or {}).values() if v is not None]
-      rows.append([pool, name, _fmt(stat), _fmt_diff(stat.get('vs_moclr')),
+      rows.append([pool, name, _fmt(stat, args.seeds), _fmt_diff(stat.get('vs_moclr')),
                    analysis.fmt(stat['flops_total'] / 1e12 if stat.get('flops_total') else None,
                                 3) + ' T',
                    analysis.fmt(float(np.mean(purity)) if purity else None, 3)])
