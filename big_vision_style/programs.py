@@ -21,6 +21,7 @@ from big_vision_style import embedding_cache
 from big_vision_style import methods
 from big_vision_style import score_cache
 from big_vision_style import selection
+from big_vision_style.methods import distill
 from big_vision_style.methods import rela
 
 # Datasets whose class count cannot be read offline (`config.num_classes` overrides).
@@ -47,7 +48,8 @@ def num_classes_of(config):
 
 def example_from_config(config, num_classes=None) -> dict[str, jax.ShapeDtypeStruct]:
   """One preprocessed training record's shapes, as the data source and preprocessing would
-  give them (image, label, id, text; the columns of cached tables and label noise)."""
+  give them (image, label, id, text; the columns of cached tables, label noise and
+  distillation's clusters)."""
   size = config.input.pp.image_size
   f32, i32 = jnp.float32, jnp.int32
   example = {'image': jax.ShapeDtypeStruct((size, size, config.input.get('channels', 3)), f32),
@@ -65,6 +67,10 @@ def example_from_config(config, num_classes=None) -> dict[str, jax.ShapeDtypeStr
     sel = selection.parse(config, selection.CLASSIFICATION)
     if sel['reference'] == 'cached' and 'reference' in selection.needs(sel['policy']):
       example[score_cache.KEY] = jax.ShapeDtypeStruct((), f32)
+  elif objective == 'distill':  # The column distill.prepare attaches (kmeans: int32).
+    cfg = distill.settings(config)
+    if cfg['expert_heads'] == 'own_cluster' and len(cfg['teachers']) > 1:
+      example[distill.KEY] = jax.ShapeDtypeStruct((), i32)
   if rela.config_of(config):
     dim = config.rela.get('target_dim') or _feature_dim(config, example, num_classes)
     example[rela.TARGET_KEY] = jax.ShapeDtypeStruct((dim,), f32)

@@ -138,7 +138,11 @@ ENTRIES = [
     # Divide and Contrast: MoCLR on ViT-B/16 (bf16, remat), two views of 4096.
     Entry('dnc_moclr', 'experiments/dnc/curation_gap.py:tpu,pool=uncurated', 'v4:2x2x4',
           'MoCLR, the step of the base model, of every expert and of the equal-compute '
-          'baseline (distillation: one view, the teachers forward only)'),
+          'baseline (distillation: dnc_distill)'),
+    Entry('dnc_distill', 'experiments/dnc/dnc_vs_moclr.py:tpu,stage=distill,pool=uncurated,k=5',
+          'v4:2x2x1', 'distillation, K = 5: the ViT-B/16 student and 6 heads on one view of '
+          '4096, the 6 teachers (base and 5 experts) forward only; placeholder teachers and '
+          'cluster table (common.distill_stage_config), shapes only'),
 ] + [Entry(f'jest_scaling_{t.split(":")[1]}', JEST, t, 'f = 0.8', ladder=(t,), fixed=True)
      for t in SCALING_SLICES]
 ORDER = [e.name for e in ENTRIES]  # The tables' order.

@@ -51,7 +51,10 @@ TIMING = dict(pipeline_k5_steps1200_cold_s=336, projected_grid_min_steps1000=87)
 ARGS = dict(runlocal=False, tpu=False, method='dnc', pool='uncurated', zipf=1.0, distractors=0,
             pool_seed=0, seed=0, k=5, init='base', steps=1000, batch=128, lr=2e-3,
             temperature=0.2, base_fraction=0.4, experts_fraction=0.4, expert_heads='own_cluster',
-            target='projection', parallel=1)
+            target='projection', parallel=1, stage='')
+STAGES = ('', 'distill')
+# Where stage=distill's placeholder teachers and cluster table "are": nothing is read from them.
+PLACEHOLDER = 'aot_placeholder/dnc'
 
 
 def parse(arg, **extra):
@@ -60,13 +63,17 @@ def parse(arg, **extra):
 
 def make_config(arg) -> ml_collections.ConfigDict:
   """A MoCLR run (method=moclr: the curation gap and the equal-compute baseline) or a DnC
-  pipeline (method=dnc) on pool `arg.pool`, for a budget of `arg.steps` MoCLR steps."""
+  pipeline (method=dnc) on pool `arg.pool`, for a budget of `arg.steps` MoCLR steps; with
+  stage=distill, that pipeline's distillation stage from placeholders, to compile its step
+  (`distill_stage_config`)."""
   if arg.method not in ('dnc', 'moclr'):
     raise ValueError(f'method={arg.method!r}: expected dnc or moclr.')
   if arg.pool not in POOLS:
     raise ValueError(f'pool={arg.pool!r}: expected one of {POOLS}.')
   if arg.init not in INITS:
     raise ValueError(f'init={arg.init!r}: expected one of {INITS}.')
+  if arg.stage not in STAGES or (arg.stage and arg.method != 'dnc'):
+    raise ValueError(f'stage={arg.stage!r}: expected distill (with method=dnc) or nothing.')
   config = ml_collections.ConfigDict()
   config.seed = arg.seed
   config.objective = 'moclr'
@@ -78,7 +85,28 @@ def make_config(arg) -> ml_collections.ConfigDict:
                           head_hidden=config.moclr.projector_hidden)
   if arg.runlocal:
     runlocal(config)
+  if arg.stage == 'distill':
+    return distill_stage_config(config)
   return config
+
+
+def distill_stage_config(config) -> ml_collections.ConfigDict:
+  """The distillation stage's config, as methods/dnc.py's pipeline builds it from the earlier
+  stages' outputs (`dnc.distill_config`), but from placeholders: K + 1 teacher workdirs (base,
+  then one expert per cluster) and a cluster table under PLACEHOLDER, none of which exists.
+  For compiling the step without running the pipeline (`stage=distill`: tools/aot builds it
+  abstractly, teachers as shapes, the batch's cluster column as a shape,
+  programs.example_from_config); training it fails on the missing teachers. total_steps is
+  distillation's nominal share of the budget in MoCLR steps (the pipeline counts it in
+  distillation steps from their FLOPs; no shape depends on it)."""
+  from big_vision_style.methods import dnc  # pylint: disable=g-import-not-at-top
+  k = int(config.dnc.num_clusters)
+  out = {'base': {'workdir': f'{PLACEHOLDER}/base'},
+         'experts': {'runs': {f'expert_{i}': {'workdir': f'{PLACEHOLDER}/experts/expert_{i}'}
+                              for i in range(k)}},
+         'cluster': {'table': f'{PLACEHOLDER}/cluster/clusters.npz'}}
+  share = 1.0 - config.dnc.base_fraction - config.dnc.experts_fraction
+  return dnc.distill_config(config, out, max(1, round(share * config.total_steps)))
 
 
 def _local(config, arg):
