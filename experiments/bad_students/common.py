@@ -16,6 +16,15 @@ from big_vision_style import config_utils
 
 # Local learner and actor sizes (ViT kwargs, patch 7 on 28x28: 16 tokens).
 LOCAL_LEARNER = dict(width=96, depth=4, mlp_dim=384, num_heads=2, patch_size=(7, 7))
+# Learner sizes of the compute-scaling figure (`learner=`), named by width and depth; the
+# default is the learner of every other figure. Forward MFLOP per image (XLA cost analysis at
+# batch 1): 15.1, 3.5 and 1.0, a 15x span. The same Ti actor and reference serve all three:
+# the paper keeps its actor fixed as the learner grows.
+LOCAL_LEARNERS = {
+    'w96d4': LOCAL_LEARNER,
+    'w64d2': dict(width=64, depth=2, mlp_dim=256, num_heads=2, patch_size=(7, 7)),
+    'w32d2': dict(width=32, depth=2, mlp_dim=128, num_heads=1, patch_size=(7, 7)),
+}
 LOCAL_ACTORS = {
     'B': dict(width=96, depth=2, mlp_dim=384, num_heads=2, patch_size=(7, 7)),
     'S': dict(width=64, depth=1, mlp_dim=256, num_heads=1, patch_size=(7, 7)),
@@ -28,7 +37,7 @@ TPU_BF16 = dict(dtype_mm='bfloat16')
 
 ARGS = dict(runlocal=False, tpu=False, seed=0, policy='learnability', filter_ratio=0.5,
             method='sample', temperature=1.0, label_noise=0.0, actor='Ti', reference='pretrained',
-            reference_workdir='', score_cache='', steps=800, batch=128, lr=1e-3)
+            reference_workdir='', score_cache='', steps=800, batch=128, lr=1e-3, learner='w96d4')
 
 
 def parse(arg, **extra):
@@ -39,6 +48,11 @@ def base_config(arg) -> ml_collections.ConfigDict:
   """The selection config common to every Bad Students figure, from parsed args."""
   config = ml_collections.ConfigDict()
   config.seed = arg.seed
+  if arg.learner not in LOCAL_LEARNERS:
+    raise ValueError(f'learner={arg.learner!r}: expected one of {sorted(LOCAL_LEARNERS)}.')
+  if arg.tpu and arg.learner != ARGS['learner']:
+    raise ValueError('learner= picks a local learner size; the tpu variant trains ViT-L/16 '
+                     '(set config.model.variant to change it).')
   if arg.tpu:
     _tpu(config, arg)
   else:
@@ -65,7 +79,7 @@ def _local(config, arg):
   config.input = dict(batch_size=arg.batch, channels=1, augment=(), num_threads=2, prefetch=4,
                       pp=dict(image_size=28, mean=(0.286,), std=(0.353,)))
   config.model_name = 'vit'
-  config.model = dict(LOCAL_LEARNER, pool_type='gap')
+  config.model = dict(LOCAL_LEARNERS[arg.learner], pool_type='gap')
   config.actor_model_name = 'vit'
   config.actor_model = dict(LOCAL_ACTORS[arg.actor], pool_type='gap')
   config.reference_model_name = 'vit'

@@ -107,11 +107,17 @@ def finished_rows(path, steps) -> list[dict] | None:
 
 
 def policy_curves(args, noise, policy) -> dict | None:
-  """The seed-mean curves of a policy's finished runs (they share evaluation steps), with its
-  per-seed final accuracies, fractions of flipped labels among the selected examples and
-  curves ('per_seed': seed -> acc and flops per level, truncated as the mean is)."""
-  runs = {seed: rows for seed in args.seeds
-          if (rows := finished_rows(run_dir(args.workdir, noise, policy, seed), args.steps))}
+  """The seed-mean curves of a policy's finished runs (`curves_of`)."""
+  return curves_of({seed: run_dir(args.workdir, noise, policy, seed) for seed in args.seeds},
+                   args.steps)
+
+
+def curves_of(paths: dict, steps: int) -> dict | None:
+  """The seed-mean curves of the finished runs among `paths` (seed -> workdir; they share
+  evaluation steps), with their per-seed final accuracies, fractions of flipped labels among
+  the selected examples and curves ('per_seed': seed -> acc and flops per level, truncated as
+  the mean is)."""
+  runs = {seed: rows for seed, path in paths.items() if (rows := finished_rows(path, steps))}
   if not runs:
     return None
   keys = {'acc': ACC, **LEVELS}
