@@ -20,6 +20,15 @@ come back as numpy arrays: arrays that span other processes' devices are gathere
 takes part in the same gathers, in the same order, since all return the same tree structure);
 typed PRNG keys come back as their key data.
 
+Each process compiles every program itself. jax can compile once and pass the executable to
+the other processes (`jax_share_binary_between_hosts`), keyed by the persistent cache's key,
+but on CPU that key differs between the processes of one job (measured with jax 0.10.2: the
+hashed compile options and accelerator config differ, the program does not; jax strips the
+device assignment from the key on GPU only), so process 1 waits for a key process 0 never
+sets and the first collective times out in gloo's initialisation. For the same reason, and
+because only process 0 writes the persistent cache, process 1 recompiles even when the cache
+is warm.
+
 Everything is bounded: a run that has not finished after `timeout` seconds is killed, every
 process of it. When a process fails, the others (which would wait for it in a collective) are
 killed after `grace` seconds, and `ProcessesFailed` says which process failed, its exit code
