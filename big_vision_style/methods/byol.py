@@ -1,4 +1,5 @@
-"""BYOL (Grill et al., 2020) as a method of the trainer: `config.objective = 'byol'`.
+"""BYOL (Grill et al., 2020) as a method of the trainer: `config.objective = 'byol'`; and
+`TwoViewMomentum`, the networks and step that BYOL shares with MoCLR (methods/moclr.py).
 
 Networks. The online network is the encoder (any registered model, built without a head: its
 pooled `pre_logits` are the representation), a projector MLP and a predictor MLP; the target
@@ -16,6 +17,8 @@ One step, on a batch of un-augmented images (the views are made on device, `view
   online <- AdamW step;  target <- m * target + (1 - m) * online (encoder and projector)
 with the target momentum m rising from `momentum` to `momentum_end` on a cosine schedule
 (BYOL's; `momentum_schedule='constant'` keeps it at `momentum`, as the released ReLA code does).
+All of that but the loss on (p_i, z_i) and the classifier's loss is `TwoViewMomentum`'s; BYOL
+and MoCLR each add their loss, their MLP, their defaults and their target's place in the state.
 
 The heads use LayerNorm rather than BatchNorm: BYOL works without batch statistics (Richemond
 et al., 2020), and without them the step stays a pure per-example function (no mutable batch
@@ -50,6 +53,8 @@ class MLP(nn.Module):
   hidden: int
   out: int
 
+  # Compact, so its parameters are Dense_0, LayerNorm_0, Dense_1 (BYOL's checkpoints and
+  # initialisation read those names; MoCLR's MLP names its layers, for DnC's `hidden_layer`).
   @nn.compact
   def __call__(self, x):
     x = nn.relu(nn.LayerNorm()(nn.Dense(self.hidden)(x)))
@@ -77,27 +82,37 @@ def regression_loss(p, z):
   return 2 - 2 * jnp.sum(p * z, axis=-1)
 
 
-class Byol:
-  """The BYOL objective around an encoder: init, forward passes and the jitted step."""
-  # Parameters that only the BYOL loss trains; ReLA's phase leaves them exactly as they are.
-  RELA_FROZEN = ('projector', 'predictor')
+class TwoViewMomentum:
+  """An online encoder + projector + predictor regressed, on two views, onto an EMA target of
+  the encoder + projector, with an online classifier: init, forward passes and the jitted step.
+
+  A subclass sets NAME (its config field, `config.<NAME>`), DEFAULTS, MLP and LOSS (the name of
+  its loss in `loss`'s aux; the step reports it as train/loss), and defines `objective` and
+  `classifier_loss`; `head`, `target_nets` and `as_target` are its other choices.
+  """
+  NAME: str
+  DEFAULTS: dict
+  MLP: type[nn.Module]
+  LOSS: str
 
   def __init__(self, encoder, num_classes: int, cfg=None):
-    cfg = {**DEFAULTS, **dict(cfg or {})}
-    unknown = set(cfg) - set(DEFAULTS)
+    name, defaults = self.NAME, self.DEFAULTS
+    cfg = {**defaults, **dict(cfg or {})}
+    unknown = set(cfg) - set(defaults)
     if unknown:
-      raise ValueError(f'Unknown config.byol key(s) {sorted(unknown)}: expected {sorted(DEFAULTS)}.')
+      raise ValueError(f'Unknown config.{name} key(s) {sorted(unknown)}: expected '
+                       f'{sorted(defaults)}.')
     if cfg['momentum_schedule'] not in ('cosine', 'constant'):
-      raise ValueError(f'config.byol.momentum_schedule={cfg["momentum_schedule"]!r}: expected '
+      raise ValueError(f'config.{name}.momentum_schedule={cfg["momentum_schedule"]!r}: expected '
                        'cosine or constant.')
     if not 0.0 <= cfg['momentum'] <= cfg['momentum_end'] <= 1.0:
-      raise ValueError(f'config.byol: need 0 <= momentum ({cfg["momentum"]}) <= momentum_end '
+      raise ValueError(f'config.{name}: need 0 <= momentum ({cfg["momentum"]}) <= momentum_end '
                        f'({cfg["momentum_end"]}) <= 1.')
     self.cfg = cfg
     self.encoder = encoder
     self.num_classes = num_classes
-    self.projector = MLP(cfg['projector_hidden'], cfg['projector_dim'])
-    self.predictor = MLP(cfg['predictor_hidden'], cfg['projector_dim'])
+    self.projector = self.MLP(cfg['projector_hidden'], cfg['projector_dim'])
+    self.predictor = self.MLP(cfg['predictor_hidden'], cfg['projector_dim'])
     self.classifier = nn.Dense(num_classes)
     self.view_cfg = views.ViewConfig.make(cfg['views']) if cfg['views'] else views.BYOL
 
@@ -118,6 +133,18 @@ class Byol:
     """The target network starts as a copy of the online encoder and projector."""
     return {'encoder': params['encoder'], 'projector': params['projector']}
 
+  # The target's networks as they stand in `state['target']`, and back: BYOL keeps them there
+  # as they are (MoCLR overrides both).
+  def target_nets(self, target):
+    return target
+
+  def as_target(self, nets):
+    return nets
+
+  def initial_target(self, params):
+    """`state['target']` at the start: the online encoder and projector, copied."""
+    return self.as_target(self.target_of(params))
+
   # ----- Forward passes (also the hooks ReLA and the evaluators use) -----
   def features(self, params, images, *, train=False, rng=None):
     rngs = {'dropout': rng} if rng is not None else {}
@@ -131,7 +158,7 @@ class Byol:
     """Logits of the online classifier (monitoring; report linear-probe accuracy)."""
     return self.classify(params, self.features(params, images))
 
-  def _project(self, params, images, **kw):
+  def project(self, params, images, **kw):
     return self.projector.apply({'params': params['projector']},
                                 self.features(params, images, **kw))
 
@@ -140,29 +167,46 @@ class Byol:
     m = momentum_at(step, total_steps, base=self.cfg['momentum'], end=self.cfg['momentum_end'],
                     schedule=self.cfg['momentum_schedule'])
     online = self.target_of(state['learner']['params'])
-    return {**state, 'target': ema(state['target'], online, m)}, m
+    target = ema(self.target_nets(state['target']), online, m)
+    return {**state, 'target': self.as_target(target)}, m
 
   # ----- The step -----
+  @staticmethod
+  def head(x):
+    """What the online predictions and the target projections go through before the loss
+    (MoCLR: unit norm); BYOL's `regression_loss` normalises its inputs itself."""
+    return x
+
+  def objective(self, p, t):
+    """The self-supervised loss (a scalar) of the online predictions p = (p1, p2) of the two
+    views against the target projections t = (t1, t2), both through `head`."""
+    raise NotImplementedError
+
+  def classifier_loss(self, logits, labels):
+    """(cross-entropy, accuracy) of the online classifier, averaged over the batch."""
+    raise NotImplementedError
+
   def loss(self, params, target, v1, v2, labels, rng):
     rng1, rng2 = jax.random.split(rng)
     feats1 = self.features(params, v1, train=True, rng=rng1)
     z1 = self.projector.apply({'params': params['projector']}, feats1)
-    z2 = self._project(params, v2, train=True, rng=rng2)
-    p1 = self.predictor.apply({'params': params['predictor']}, z1)
-    p2 = self.predictor.apply({'params': params['predictor']}, z2)
-    t1 = jax.lax.stop_gradient(self._project(target, v1))
-    t2 = jax.lax.stop_gradient(self._project(target, v2))
-    byol = jnp.mean(0.5 * (regression_loss(p1, t2) + regression_loss(p2, t1)))
+    z2 = self.project(params, v2, train=True, rng=rng2)
+    p1 = self.head(self.predictor.apply({'params': params['predictor']}, z1))
+    p2 = self.head(self.predictor.apply({'params': params['predictor']}, z2))
+    nets = self.target_nets(target)
+    t1 = jax.lax.stop_gradient(self.head(self.project(nets, v1)))
+    t2 = jax.lax.stop_gradient(self.head(self.project(nets, v2)))
+    objective = self.objective((p1, p2), (t1, t2))
     logits = self.classify(params, jax.lax.stop_gradient(feats1))
-    xent = jnp.mean(losses.softmax_xent(logits, labels, num_classes=self.num_classes))
-    accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
-    return byol + xent, {'byol': byol, 'classifier_loss': xent, 'classifier_accuracy': accuracy}
+    xent, accuracy = self.classifier_loss(logits, labels)
+    return objective + xent, {self.LOSS: objective, 'classifier_loss': xent,
+                              'classifier_accuracy': accuracy}
 
   def make_step(self, tx, schedule, train_rng, *, total_steps: int):
     """The step `(state, frozen, batch, step) -> (state, measurements)`."""
 
     def step_fn(state, frozen, batch, step):
-      del frozen  # BYOL uses no frozen model.
+      del frozen  # Neither BYOL nor MoCLR uses a frozen model.
       rng_views, rng_model = jax.random.split(jax.random.fold_in(train_rng, step))
       v1, v2 = views.two_views(rng_views, batch['image'], self.view_cfg)
       learner = state['learner']
@@ -172,13 +216,28 @@ class Byol:
       params = optax.apply_updates(learner['params'], updates)
       new_state, m = self.after_update({**state, 'learner': {'params': params, 'opt': opt}},
                                        step, total_steps)
-      measurements = {'train/loss': aux['byol'], 'train/grad_norm': optax.global_norm(grads),
+      measurements = {'train/loss': aux[self.LOSS], 'train/grad_norm': optax.global_norm(grads),
                       'train/lr': schedule(step - 1), 'train/momentum': m,
                       'train/classifier_loss': aux['classifier_loss'],
                       'train/classifier_accuracy': aux['classifier_accuracy']}
       return new_state, measurements
 
     return step_fn
+
+
+class Byol(TwoViewMomentum):
+  """The BYOL objective around an encoder: init, forward passes and the jitted step."""
+  NAME, DEFAULTS, MLP, LOSS = 'byol', DEFAULTS, MLP, 'byol'
+  # Parameters that only the BYOL loss trains; ReLA's phase leaves them exactly as they are.
+  RELA_FROZEN = ('projector', 'predictor')
+
+  def objective(self, p, t):
+    (p1, p2), (t1, t2) = p, t
+    return jnp.mean(0.5 * (regression_loss(p1, t2) + regression_loss(p2, t1)))
+
+  def classifier_loss(self, logits, labels):
+    xent = jnp.mean(losses.softmax_xent(logits, labels, num_classes=self.num_classes))
+    return xent, jnp.mean(jnp.argmax(logits, -1) == labels)
 
 
 def build(ctx: base.Context) -> base.Built:
@@ -193,7 +252,7 @@ def build(ctx: base.Context) -> base.Built:
     key, = jax.random.split(rng, 1)  # One trained role, as every method splits its keys.
     params = model.init(key, jnp.zeros(ctx.image_shape(), jnp.float32))['params']
     return {'learner': {'params': params, 'opt': tx.init(params)},
-            'target': Byol.target_of(params)}
+            'target': model.initial_target(params)}
 
   step = model.make_step(tx, schedule, ctx.train_rng, total_steps=ctx.total_steps)
   return base.Built(init=init, phases=[base.Phase('train', step, base.all_learner_train)],

@@ -21,7 +21,8 @@ keys of the whole global batch. Everything else in the step is per example, so t
 cross-device traffic of the loss is the keys' all-gather that GSPMD inserts for the [B, B]
 product (B x d floats): the loss is the same whatever the number of devices. The momentum
 rises from `momentum` to `momentum_end` on a cosine schedule (`momentum_schedule='constant'`
-keeps it), as in BYOL (methods/byol.py, whose MLP, EMA and schedule this reuses).
+keeps it), as in BYOL: all but the loss, the MLP, the defaults and where the target stands in
+the state is BYOL's (`byol.TwoViewMomentum`: config checks, networks, init, EMA and step).
 
 `embed` (a prediction function) is the projector's hidden layer, which Divide and Contrast
 clusters (methods/dnc.py). `config.moclr.init_from` (a finished MoCLR run's workdir) starts the
@@ -38,13 +39,11 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 
 from big_vision_style import checkpointing
 from big_vision_style import losses
 from big_vision_style import optim
 from big_vision_style import roles
-from big_vision_style import views
 from big_vision_style.methods import base
 from big_vision_style.methods import byol
 
@@ -54,7 +53,11 @@ DEFAULTS = dict(projector_hidden=256, projector_dim=64, predictor_hidden=256, te
 
 
 class MLP(nn.Module):
-  """Dense -> LayerNorm -> ReLU -> Dense, whose hidden activation DnC clusters (`hidden`)."""
+  """Dense -> LayerNorm -> ReLU -> Dense, whose hidden activation DnC clusters (`hidden_layer`).
+
+  BYOL's layers, but in `setup` with named submodules (dense1, norm, dense2), so that
+  `hidden_layer` can be applied on its own; MoCLR's checkpoints and initialisation read these
+  names, so it does not share byol.MLP (Dense_0, LayerNorm_0, Dense_1)."""
   hidden: int
   out: int
 
@@ -79,106 +82,47 @@ def info_nce(q, k, temperature: float):
   return jax.nn.logsumexp(logits, axis=-1) - jnp.diagonal(logits)
 
 
-class Moclr:
-  """The MoCLR objective around an encoder: init, forward passes and the jitted step."""
+class Moclr(byol.TwoViewMomentum):
+  """The MoCLR objective around an encoder: init, forward passes and the jitted step (BYOL's
+  skeleton, byol.TwoViewMomentum, with InfoNCE as the loss)."""
+  NAME, DEFAULTS, MLP, LOSS = 'moclr', DEFAULTS, MLP, 'nce'
 
   def __init__(self, encoder, num_classes: int, cfg=None):
-    cfg = {**DEFAULTS, **dict(cfg or {})}
-    unknown = set(cfg) - set(DEFAULTS)
-    if unknown:
-      raise ValueError(f'Unknown config.moclr key(s) {sorted(unknown)}: expected '
-                       f'{sorted(DEFAULTS)}.')
-    if cfg['momentum_schedule'] not in ('cosine', 'constant'):
-      raise ValueError(f'config.moclr.momentum_schedule={cfg["momentum_schedule"]!r}: expected '
-                       'cosine or constant.')
-    if not 0.0 <= cfg['momentum'] <= cfg['momentum_end'] <= 1.0:
-      raise ValueError(f'config.moclr: need 0 <= momentum ({cfg["momentum"]}) <= momentum_end '
-                       f'({cfg["momentum_end"]}) <= 1.')
-    if not cfg['temperature'] > 0:
-      raise ValueError(f'config.moclr.temperature={cfg["temperature"]} must be > 0.')
-    self.cfg = cfg
-    self.encoder = encoder
-    self.num_classes = num_classes
-    self.projector = MLP(cfg['projector_hidden'], cfg['projector_dim'])
-    self.predictor = MLP(cfg['predictor_hidden'], cfg['projector_dim'])
-    self.classifier = nn.Dense(num_classes)
-    self.view_cfg = views.ViewConfig.make(cfg['views']) if cfg['views'] else views.BYOL
+    super().__init__(encoder, num_classes, cfg)
+    if not self.cfg['temperature'] > 0:
+      raise ValueError(f'config.moclr.temperature={self.cfg["temperature"]} must be > 0.')
 
-  # ----- Parameters -----
-  def init(self, rng, images):
-    k_enc, k_proj, k_pred, k_cls = jax.random.split(rng, 4)
-    encoder = self.encoder.init(k_enc, images)['params']
-    feats = self.encoder.apply({'params': encoder}, images)[1]['pre_logits']
-    projector = self.projector.init(k_proj, feats)['params']
-    z = self.projector.apply({'params': projector}, feats)
-    return {'params': {'encoder': encoder, 'projector': projector,
-                       'predictor': self.predictor.init(k_pred, z)['params'],
-                       'classifier': self.classifier.init(k_cls, feats)['params']}}
+  # The target's networks stand under 'params' in `state['target']`, like a role's, so that
+  # `checkpointing.load_trained_params(workdir, role='target')` reads them (DnC's init_from).
+  def target_nets(self, target):
+    return target['params']
 
-  target_of = staticmethod(byol.Byol.target_of)
+  def as_target(self, nets):
+    return {'params': nets}
 
-  # ----- Forward passes (also the prediction functions evaluators and DnC read) -----
-  def features(self, params, images, *, train=False, rng=None):
-    rngs = {'dropout': rng} if rng is not None else {}
-    _, out = self.encoder.apply({'params': params['encoder']}, images, train=train, rngs=rngs)
-    return out['pre_logits']
-
-  def project(self, params, images, **kw):
-    return self.projector.apply({'params': params['projector']},
-                                self.features(params, images, **kw))
-
+  # ----- Forward passes beyond BYOL's (also the prediction functions DnC reads) -----
   def embed(self, params, images):
     """The projector's hidden layer: what DnC clusters (the paper's choice)."""
     return self.projector.apply({'params': params['projector']}, self.features(params, images),
                                 method=MLP.hidden_layer)
 
-  def predict(self, params, images):
-    """Logits of the online classifier (monitoring; report linear-probe accuracy)."""
-    return self.classifier.apply({'params': params['classifier']}, self.features(params, images))
-
   # ----- The step -----
-  def loss(self, params, target, v1, v2, labels, rng):
-    rng1, rng2 = jax.random.split(rng)
-    feats1 = self.features(params, v1, train=True, rng=rng1)
-    z1 = self.projector.apply({'params': params['projector']}, feats1)
-    z2 = self.project(params, v2, train=True, rng=rng2)
-    q1 = normalise(self.predictor.apply({'params': params['predictor']}, z1))
-    q2 = normalise(self.predictor.apply({'params': params['predictor']}, z2))
-    k1 = jax.lax.stop_gradient(normalise(self.project(target['params'], v1)))
-    k2 = jax.lax.stop_gradient(normalise(self.project(target['params'], v2)))
-    t = self.cfg['temperature']
-    nce = jnp.mean(0.5 * (info_nce(q1, k2, t) + info_nce(q2, k1, t)))
-    logits = self.classifier.apply({'params': params['classifier']},
-                                   jax.lax.stop_gradient(feats1))
-    labelled = (labels >= 0).astype(jnp.float32)  # Distractors have no class.
+  # InfoNCE compares unit vectors: the online predictions and target projections are
+  # normalised as they are made (queries q_i, keys k_i).
+  head = staticmethod(normalise)
+
+  def objective(self, p, t):
+    (q1, q2), (k1, k2) = p, t
+    temperature = self.cfg['temperature']
+    return jnp.mean(0.5 * (info_nce(q1, k2, temperature) + info_nce(q2, k1, temperature)))
+
+  def classifier_loss(self, logits, labels):
+    """Over the labelled examples only: distractors (label < 0) have no class."""
+    labelled = (labels >= 0).astype(jnp.float32)
     xent = losses.softmax_xent(logits, jnp.maximum(labels, 0), num_classes=self.num_classes)
     count = jnp.maximum(labelled.sum(), 1.0)
     xent = jnp.sum(labelled * xent) / count
-    accuracy = jnp.sum(labelled * (jnp.argmax(logits, -1) == labels)) / count
-    return nce + xent, {'nce': nce, 'classifier_loss': xent, 'classifier_accuracy': accuracy}
-
-  def make_step(self, tx, schedule, train_rng, *, total_steps: int):
-    """The step `(state, frozen, batch, step) -> (state, measurements)`."""
-
-    def step_fn(state, frozen, batch, step):
-      del frozen  # MoCLR uses no frozen model.
-      rng_views, rng_model = jax.random.split(jax.random.fold_in(train_rng, step))
-      v1, v2 = views.two_views(rng_views, batch['image'], self.view_cfg)
-      learner = state['learner']
-      (_, aux), grads = jax.value_and_grad(self.loss, has_aux=True)(
-          learner['params'], state['target'], v1, v2, batch['label'], rng_model)
-      updates, opt = tx.update(grads, learner['opt'], learner['params'])
-      params = optax.apply_updates(learner['params'], updates)
-      m = byol.momentum_at(step, total_steps, base=self.cfg['momentum'],
-                           end=self.cfg['momentum_end'], schedule=self.cfg['momentum_schedule'])
-      target = {'params': byol.ema(state['target']['params'], self.target_of(params), m)}
-      measurements = {'train/loss': aux['nce'], 'train/grad_norm': optax.global_norm(grads),
-                      'train/lr': schedule(step - 1), 'train/momentum': m,
-                      'train/classifier_loss': aux['classifier_loss'],
-                      'train/classifier_accuracy': aux['classifier_accuracy']}
-      return {**state, 'learner': {'params': params, 'opt': opt}, 'target': target}, measurements
-
-    return step_fn
+    return xent, jnp.sum(labelled * (jnp.argmax(logits, -1) == labels)) / count
 
 
 def make_model(config, num_classes):
@@ -206,7 +150,7 @@ def build(ctx: base.Context) -> base.Built:
   def init(rng):
     key, = jax.random.split(rng, 1)  # One trained role, as every method splits its keys.
     params = model.init(key, jnp.zeros(ctx.image_shape(), jnp.float32))['params']
-    target = {'params': Moclr.target_of(params)}
+    target = model.initial_target(params)
     if start is not None:  # Initialised from a trained run (DnC's experts, init='base').
       params, target = start
     return {'learner': {'params': params, 'opt': tx.init(params)}, 'target': target}
