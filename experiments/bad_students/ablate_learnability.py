@@ -29,7 +29,6 @@ import numpy as np
 from big_vision_style import train
 from experiments import analysis
 from experiments import sweep
-from experiments.bad_students import actor_size_sweep
 from experiments.bad_students import common
 from experiments.bad_students import policy_comparison
 from experiments.bad_students import reference
@@ -43,7 +42,7 @@ REFERENCES = {
     'reference_holdout': ('ViT-mu/7 (the default reference), 10 epochs of the 10k holdout',
                           lambda: reference.get_config()),
     'reference_B_30ep': ('B-size (2x smaller than the learner), 30 epochs of the 10k holdout',
-                         lambda: _strong_reference_config()),
+                         main_sweep.strong_reference_config),
 }
 # name: (config args, reference workdir name, description).
 VARIANTS = {
@@ -56,13 +55,6 @@ VARIANTS = {
                 'an actor 4x larger (S, 8x smaller than the learner)'),
     'strong_ref': ('', 'reference_B_30ep', 'a stronger reference: B-size, 30 epochs'),
 }
-
-
-def _strong_reference_config():
-  config = actor_size_sweep.get_config('reference_only,actor=B')
-  with config.unlocked():
-    config.total_epochs = 30
-  return config
 
 
 def uniform_target(workdir, main_results, noise, steps):

@@ -39,6 +39,8 @@ import numpy as np
 
 from experiments import analysis
 from experiments import sweep
+from experiments.bad_students import actor_size_sweep
+from experiments.bad_students import common
 from experiments.bad_students import policy_comparison
 from experiments.bad_students import reference
 
@@ -60,13 +62,32 @@ NO_PER_SEED_CURVES = ('per-seed curves not committed (only the seed-mean curves 
                       "seed's final accuracy): per-seed ratios cannot be recomputed")
 
 
+def strong_reference_config():
+  """The ablation's strong reference: B-size (2x smaller than the learner, 16x larger than the
+  Ti actor), 30 epochs of the 10k held-out split."""
+  config = actor_size_sweep.get_config('reference_only,actor=B')
+  with config.unlocked():
+    config.total_epochs = 30
+  return config
+
+
+# The frozen references a comparison can score with (--reference): its workdir under
+# --workdir, how to train it, and the model the learner's config must name to load it.
+REFERENCES = {
+    'holdout': ('reference_holdout', reference.get_config, None),
+    'B_30ep': ('reference_B_30ep', strong_reference_config,
+               dict(common.LOCAL_ACTORS['B'], pool_type='gap')),
+}
+
+
 def run_dir(workdir, noise, policy, seed):
   return os.path.join(workdir, f'noise{noise:g}', f'{policy}_s{seed}')
 
 
 def learner_runs(args) -> list[sweep.Run]:
   """Seeds outermost: an interrupted sequential sweep still has whole seeds."""
-  ref_dir = os.path.join(args.workdir, 'reference_holdout')
+  ref_name, _, ref_model = REFERENCES[getattr(args, 'reference', 'holdout')]
+  ref_dir = os.path.join(args.workdir, ref_name)
 
   def config(noise, policy, seed):
     config = policy_comparison.get_config(
@@ -74,6 +95,8 @@ def learner_runs(args) -> list[sweep.Run]:
         f'reference_workdir={ref_dir}')
     with config.unlocked():
       config.evals.test.log_steps = args.eval_every
+      if ref_model is not None:  # The model must match the checkpoint.
+        config.reference_model = ref_model
     return config
 
   return [sweep.Run(f'noise{noise:g}_{policy}_s{seed}', run_dir(args.workdir, noise, policy, seed),
@@ -86,7 +109,8 @@ def run_all(args):
   seeds, noise, policies, steps, eval_every: big_vision_style/tools/demo.py)."""
   queue = getattr(args, 'queue', '')
   if not queue:  # Workers start after the parent trained the reference.
-    sweep.train_once(reference.get_config(), os.path.join(args.workdir, 'reference_holdout'))
+    ref_name, ref_config, _ = REFERENCES[getattr(args, 'reference', 'holdout')]
+    sweep.train_once(ref_config(), os.path.join(args.workdir, ref_name))
     logging.info('Reference ready.')
 
   def report(run, final, seconds):
@@ -366,6 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument('--policies', default=','.join(POLICIES))
   parser.add_argument('--steps', type=int, default=800)
   parser.add_argument('--eval_every', type=int, default=100)
+  parser.add_argument('--reference', default='holdout', choices=sorted(REFERENCES),
+                      help='The frozen reference: holdout (Ti, 10 epochs of the held-out '
+                      'split) or B_30ep (the ablation\'s strong one, B-size, 30 epochs).')
   parser.add_argument('--regenerate_from', default='',
                       help='A results folder: redo its summary, table and figures from its '
                       'committed curves.json (no workdirs, no training).')
