@@ -247,3 +247,24 @@ def test_every_tpu_config_names_the_slice_results_aot_found():
                            f'(results/aot: {e["spec"]} fits on {e["minimum"]}); names {named}')
     checked += 1
   assert checked >= 20
+
+
+def test_dnc_distill_stage_builds_from_placeholders():
+  """`stage=distill` is the DnC pipeline's distillation config (dnc.distill_config) with K + 1
+  placeholder teachers; its program reads the batch's cluster column and stacks the teachers."""
+  from big_vision_style import config_utils  # pylint: disable=g-import-not-at-top
+  from big_vision_style import programs  # pylint: disable=g-import-not-at-top
+  from experiments.dnc import common  # pylint: disable=g-import-not-at-top
+  config = config_utils.load_config('experiments/dnc/dnc_vs_moclr.py:runlocal,stage=distill,k=3')
+  assert config.objective == 'distill' and 'dnc' not in config
+  assert len(config.distill.teachers) == 4 and config.distill.cluster_table.startswith(
+      common.PLACEHOLDER)
+  with config.unlocked():
+    config.num_classes = 10
+  program = programs.build_program(config, jax.sharding.Mesh(jax.devices()[:1], ('data',)))
+  batch = program.args[2]
+  assert batch['cluster'].shape == batch['label'].shape and batch['cluster'].dtype == jnp.int32
+  assert {x.shape[0] for x in jax.tree.leaves(program.args[1]['teachers'])} == {4}
+  program.fn.trace(*program.args).lower()  # The step reads the cluster column.
+  with pytest.raises(ValueError, match='stage'):
+    config_utils.load_config('experiments/dnc/dnc_vs_moclr.py:method=moclr,stage=distill')

@@ -9,8 +9,12 @@ reported (experiments/dnc/reproduce.py).
 
 Args: as dnc_vs_moclr.py (k and init are the ablated ones).
 
-TPU slice (`:tpu`): v4-8 (4 chips), the smallest, 27.1 GiB per chip of 30.75 for the MoCLR step
-(ViT-B/16, two views of 4096; results/aot: compiled ahead of time with libtpu 0.0.42.1).
+TPU slice (`:tpu`): v4-16 (8 chips) for the whole pipeline. Its MoCLR step (base, experts;
+ViT-B/16, two views of 4096) fits v4-8 (4 chips), the smallest, at 27.1 GiB per chip of 30.75;
+its distillation step (K = 5: the student and 6 teachers on one view of 4096) needs v4-16, 28.4
+GiB per chip, and runs out of memory on v4-8 (results/aot: compiled ahead of time with libtpu
+0.0.42.1; `:tpu,stage=distill` is that step's config, with placeholder teachers). K = 10 (11
+teachers) is not compiled.
 """
 from experiments.dnc import common
 

@@ -17,14 +17,17 @@ Three scales:
     on ImageNet-1k (a 50k held-out slice of its train split) and tested on its validation split
     (`eval_base`). ViT-B/16 (for the paper's ResNet-50, which models/ does not have), bf16
     matmuls, rematerialised blocks, batch 4096, 300k MoCLR steps of budget (base 40%, K
-    experts 40%, distillation 20%), temperature 0.1, momentum 0.99 -> 1. Slice: v4-8 (4
-    chips), the smallest v4 slice: the MoCLR step (base model, experts, baseline; two views of
-    4096, a 10k-class online classifier) needs 27.1 GiB per chip of 30.75 there, 15.3 on v4-16,
-    8.9 on v4-32 (results/aot, compiled ahead of time with libtpu on a CPU host:
-    `python -m big_vision_style.tools.aot --config experiments/dnc/curation_gap.py:tpu
-    --topology v4-8`). The distillation step (one view, K + 1 teachers forward only) is not
-    compiled there; it keeps no teacher activations for a backward pass. Larger slices train
-    faster; `experts_parallel` can train K experts at once on K sub-meshes.
+    experts 40%, distillation 20%), temperature 0.1, momentum 0.99 -> 1. Slices (results/aot,
+    compiled ahead of time with libtpu on a CPU host, `python -m big_vision_style.tools.aot
+    --config ... --topology v4-16`): the MoCLR step (base model, experts, baseline; two views
+    of 4096, a 10k-class online classifier) fits v4-8 (4 chips), the smallest v4 slice, at
+    27.1 GiB per chip of 30.75 (15.3 on v4-16, 8.9 on v4-32; `curation_gap.py:tpu`); the
+    distillation step at K = 5 (one view of 4096 through the student and the 6 teachers,
+    base and experts, vmapped, forward only; `dnc_vs_moclr.py:tpu,stage=distill`, placeholder
+    teachers: `distill_stage_config`) needs v4-16 (8 chips), 28.4 GiB per chip, and is out of
+    memory on v4-8 (its temporaries alone 30.97 GiB). So a whole DnC pipeline, which runs
+    every stage on one mesh, needs v4-16; K = 10 (11 teachers) is not compiled. Larger slices
+    train faster; `experts_parallel` can train K experts at once on K sub-meshes.
 """
 import ml_collections
 
