@@ -17,8 +17,9 @@ Writes to --out: summary.json (per learner: the chosen rate and every tuning acc
 policy_comparison entry of each policy: final accuracy, paired difference to uniform with a
 95% t-interval, step and FLOPs ratios to uniform's final accuracy on the seed-mean curves and
 per seed with k/n reached), curves.json (mean and per-seed curves), table.md, accuracy.png
-(accuracy vs total FLOPs per learner, ± sample-std bands) and ratios.png (FLOPs ratio vs the
-learner's FLOPs per step, every seed a point).
+and accuracy_and_ratios.png (accuracy vs total FLOPs per learner, ± sample-std bands; then,
+per learner size, a selecting step's FLOPs over a uniform one's and every seed's FLOPs ratio
+to its uniform's final accuracy where it got there).
 """
 from __future__ import annotations
 
@@ -127,10 +128,15 @@ def analyze(args) -> dict:
     target = float(np.mean(u['finals']))
     u_step, u_flops = pc._reach(u, target)  # pylint: disable=protected-access
     per_step = u['flops'][pc.HEADLINE_LEVEL][-1] / u['steps'][-1]
+    # What a selecting step costs over a uniform one (actor and reference scoring the super-
+    # batch, the actor's training): the overhead the paper's saving must pay back.
+    overhead = {p: c['flops'][pc.HEADLINE_LEVEL][-1] / c['steps'][-1] / per_step
+                for p, c in per_policy.items()}
     summary[learner] = {
         'model': common.LOCAL_LEARNERS[learner], 'lr': lr,
         'tuning_val_accuracy': scores, 'tune_seed': args.tune_seed,
-        'uniform_flops_per_step': per_step, 'target_accuracy': target,
+        'uniform_flops_per_step': per_step, 'flops_per_step_over_uniform': overhead,
+        'target_accuracy': target,
         'policies': {p: pc.policy_entry(c, 0.0, target, u_step, u_flops, u)
                      for p, c in per_policy.items()}}
     curves[learner] = per_policy
@@ -155,6 +161,7 @@ def _table(summary, args) -> list[str]:
       per_seed = e['per_seed_ratios']
       rows.append([
           learner, f'{s["uniform_flops_per_step"] / 1e9:.2f}', f'{s["lr"]:g}', policy,
+          analysis.fmt(s['flops_per_step_over_uniform'][policy]),
           analysis.fmt_stat({'mean': e['final_accuracy_mean'], 'std': e['final_accuracy_std'],
                              'n': e['num_seeds'], 'of': len(args.seeds)}, 100),
           '-' if policy == 'uniform' else analysis.fmt_interval(
@@ -171,9 +178,10 @@ def _table(summary, args) -> list[str]:
           "uniform's final mean test accuracy (per seed: that seed's). FLOPs ratios count "
           'everything but the reference\'s training ("all counted": with it).', '']
   return head + analysis.markdown_table(
-      ['learner', 'uniform GFLOP/step', 'lr', 'policy', 'final accuracy (%)',
+      ['learner', 'uniform GFLOP/step', 'lr', 'policy', 'FLOPs/step vs uniform',
+       'final accuracy (%)',
        'minus uniform [95% CI]', 'steps to target (ratio)', 'FLOPs ratio', 'all counted',
-       'per-seed steps ratio (k/n)', 'per-seed FLOPs ratio (k/n)'], rows, 'lrrlrrrrrrr') + [
+       'per-seed steps ratio (k/n)', 'per-seed FLOPs ratio (k/n)'], rows, 'lrrlrrrrrrrr') + [
            '', f'Produced by `{analysis.command(MODULE, args)}`.']
 
 
@@ -196,27 +204,32 @@ def _plot(curves, summary, out):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc='lower right')
   ax = axes[0, -1]
-  for policy in [p for p in next(iter(summary.values()))['policies'] if p != 'uniform']:
-    xs, means = [], []
-    for learner, s in summary.items():
-      e = s['policies'].get(policy)
-      if e is None:
-        continue
-      x = s['uniform_flops_per_step'] / 1e9
-      seeds = [r['flops_to_target_ratio'] for r in e['per_seed_ratios']['per_seed'].values()
-               if r['flops_to_target_ratio'] is not None]
-      ax.plot([x] * len(seeds), seeds, 'o', alpha=0.4, ms=4, color='C1')
-      xs.append(x)
-      means.append(e['flops_to_target_ratio'])
-    ax.plot(xs, means, 's-', color='C1', label=f'{policy}: seed-mean curves (dots: seeds)')
+  x = [s['uniform_flops_per_step'] / 1e9 for s in summary.values()]
+  for k, policy in enumerate(p for p in next(iter(summary.values()))['policies']
+                             if p != 'uniform'):
+    color = f'C{k + 1}'
+    ax.plot(x, [s['flops_per_step_over_uniform'].get(policy) for s in summary.values()], 's--',
+            color=color, label=f'{policy}: FLOPs per step / uniform\'s (the overhead)')
+    for xi, s in zip(x, summary.values()):
+      ratios = s['policies'][policy]['per_seed_ratios']
+      got = [r['flops_to_target_ratio'] for r in ratios['per_seed'].values()
+             if r['flops_to_target_ratio'] is not None]
+      ax.plot([xi] * len(got), got, 'o', color=color, alpha=0.6, ms=5)
+      ax.annotate(f'reached {len(got)}/{len(ratios["per_seed"])}', (xi, 0.8), fontsize=7,
+                  ha='center', color=color)
+    ax.plot([], [], 'o', color=color, alpha=0.6,
+            label=f"{policy}: FLOPs to each seed's uniform final / uniform's (dots)")
   ax.axhline(1.0, color='k', ls=':', lw=1, label='uniform')
   ax.axhline(0.75, color='g', ls='--', lw=1, label="paper's goal (<= 0.75x)")
   ax.set_xscale('log')
-  ax.set_xlabel('learner GFLOP per uniform step')
-  ax.set_ylabel("FLOPs to uniform's final accuracy / uniform's")
-  ax.set_title('saving vs learner size', fontsize=10)
+  ax.set_xticks(x, [f'{learner}\n{xi:.2f}' for learner, xi in zip(summary, x)], fontsize=7)
+  ax.minorticks_off()
+  ax.set_xlabel('learner, GFLOP per uniform step')
+  ax.set_ylabel('ratio to uniform')
+  ax.set_ylim(0.7, None)
+  ax.set_title('cost and saving vs learner size', fontsize=10)
   ax.grid(alpha=0.3)
-  ax.legend(fontsize=7)
+  ax.legend(fontsize=6.5, loc='upper right')
   fig.suptitle('Bad Students compute scaling on Fashion-MNIST: mean ± sample std over seeds')
   analysis.save_figure(fig, os.path.join(out, 'accuracy_and_ratios.png'), dpi=110)
 
