@@ -9,6 +9,7 @@ import textwrap
 import pytest
 
 from experiments import sweep
+from experiments.bad_students import reproduce_compute_scaling as scaling
 from experiments.bad_students import reproduce_policy_comparison as bad_students
 from experiments.rela import reproduce_table1 as rela
 
@@ -245,3 +246,51 @@ def test_rela_sweep_trains_every_run_longest_budget_first_in_a_queue(tmp_path, m
   assert fake_train_once[-1][1].rela.targets.startswith(str(tmp_path))
   assert sorted(os.listdir(queue)) == ['byol_holdout_r0.1_s0', 'byol_none_r0.1_s0',
                                        'byol_none_r1_s0']
+
+
+def test_bad_students_strong_reference_option_names_its_model_and_workdir(tmp_path):
+  args = bad_students.parse_args(['--workdir', str(tmp_path), '--reference', 'B_30ep',
+                                  '--seeds', '3', '--noise', '0.3', '--policies',
+                                  'uniform,learnability'])
+  config = bad_students.learner_runs(args)[-1].build_config()
+  assert config.selection.reference_workdir == str(tmp_path / 'reference_B_30ep')
+  assert dict(config.reference_model) == dict(bad_students.REFERENCES['B_30ep'][2])
+  assert bad_students.strong_reference_config().total_epochs == 30
+
+
+def test_compute_scaling_tunes_on_its_own_seed_then_trains_at_each_learners_best_rate(
+    tmp_path, monkeypatch):
+  from big_vision_style import train  # pylint: disable=g-import-not-at-top
+  best = {'w32d2': 0.003, 'w96d4': 0.001}
+  trained = []
+
+  def train_once(config, workdir):  # Held-out accuracy highest at each learner's `best`.
+    trained.append((os.path.relpath(workdir, tmp_path), config))
+    learner = 'w32d2' if config.model.get('width') == 32 else 'w96d4'  # (Or the reference.)
+    row = {'step': 1, 'eval/test/accuracy': 0.5,
+           'eval/val/accuracy': 0.9 - abs(config.optax.lr - best[learner])}
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, sweep.MARKER), 'w') as f:
+      json.dump(row, f)
+    return row
+
+  monkeypatch.setattr(train, 'train_once', train_once)
+  monkeypatch.setattr(sys, 'argv', ['x'])
+  argv = ['--workdir', str(tmp_path), '--out', str(tmp_path / 'out'), '--learners',
+          'w32d2,w96d4', '--seeds', '0,1', '--lrs', '0.001,0.003', '--steps', '40',
+          '--eval_every', '20', '--runs_only']
+  scaling.main(argv)
+  names = [w for w, _ in trained]
+  assert names[0] == 'reference_holdout'
+  assert names[1:5] == ['tune/w32d2_lr0.001_s10', 'tune/w32d2_lr0.003_s10',
+                        'tune/w96d4_lr0.001_s10', 'tune/w96d4_lr0.003_s10']
+  tune = dict(trained)['tune/w32d2_lr0.001_s10']
+  assert tune.seed == 10 and tune.evals.val.split == 'holdout'  # Never the test split.
+  main = {w: c for w, c in trained[5:]}
+  assert sorted(main) == sorted(f'{l}/{p}_s{s}' for l in best for p in ('uniform',
+                                                                           'learnability')
+                                for s in (0, 1))
+  for workdir, config in main.items():
+    learner = workdir.split('/')[0]
+    assert config.optax.lr == best[learner] and 'val' not in config.evals
+    assert config.seed in (0, 1) and config.total_steps == 40
