@@ -157,3 +157,15 @@ def test_bad_students_results_regenerate_from_the_committed_curves(tmp_path):
   finals = list(learn['final_accuracy_per_seed'].values())
   assert math.isclose(learn['final_accuracy_std'], np.std(finals, ddof=1), rel_tol=1e-12)
   assert learn['final_accuracy_minus_uniform']['seeds'] == ['0', '1', '2']
+
+
+def test_bad_students_strong_reference_results_regenerate_with_per_seed_ratios(tmp_path):
+  folder = os.path.join(RESULTS, 'bad_students', 'strong_reference_heldout')
+  bad_students.regenerate(folder, str(tmp_path))
+  _same_files(str(tmp_path), folder,
+              ['summary.json', 'curves.json', 'table.md', 'accuracy.png', 'amortisation.png'])
+  learn = _load(tmp_path, 'summary.json')['noise0.3']['policies']['learnability']
+  ratios = learn['per_seed_ratios']  # Per-seed curves committed: per-seed ratios, intervals.
+  steps = [r['steps_to_target_ratio'] for r in ratios['per_seed'].values()]
+  assert math.isclose(ratios['steps_to_target_ratio']['mean'], np.mean(steps), rel_tol=1e-12)
+  assert learn['final_accuracy_minus_uniform']['seeds'] == ['3', '4', '5']
