@@ -68,8 +68,7 @@ def example_from_config(config, num_classes=None) -> dict[str, jax.ShapeDtypeStr
     if sel['reference'] == 'cached' and 'reference' in selection.needs(sel['policy']):
       example[score_cache.KEY] = jax.ShapeDtypeStruct((), f32)
   elif objective == 'distill':  # The column distill.prepare attaches (kmeans: int32).
-    cfg = distill.settings(config)
-    if cfg['expert_heads'] == 'own_cluster' and len(cfg['teachers']) > 1:
+    if distill.reads_clusters(distill.settings(config)):
       example[distill.KEY] = jax.ShapeDtypeStruct((), i32)
   if rela.config_of(config):
     dim = config.rela.get('target_dim') or _feature_dim(config, example, num_classes)

@@ -71,18 +71,23 @@ def settings(config) -> dict:
   if cfg['expert_heads'] not in EXPERT_HEADS:
     raise ValueError(f'config.distill.expert_heads={cfg["expert_heads"]!r}: expected one of '
                      f'{EXPERT_HEADS}.')
-  if cfg['expert_heads'] == 'own_cluster' and len(cfg['teachers']) > 1 and not (
-      cfg['cluster_table']):
+  if reads_clusters(cfg) and not cfg['cluster_table']:
     raise ValueError("config.distill.expert_heads='own_cluster' needs config.distill."
                      'cluster_table (the clustering stage\'s id table).')
   cfg['teachers'] = tuple(cfg['teachers'])
   return cfg
 
 
+def reads_clusters(cfg) -> bool:
+  """Whether the step reads each example's cluster (batch[KEY]): expert heads that train on
+  their own cluster, when there are experts. `cfg`: `settings`' or the raw config.distill."""
+  return cfg['expert_heads'] == 'own_cluster' and len(cfg['teachers']) > 1
+
+
 def prepare(config, source):
   """Attaches each example's cluster (by id) when expert heads train on their own cluster."""
   cfg = settings(config)
-  if cfg['expert_heads'] != 'own_cluster' or len(cfg['teachers']) == 1:
+  if not reads_clusters(cfg):
     return source, {}
   table = id_table.load(cfg['cluster_table'], what=pools.CLUSTER_TABLE_WHAT,
                         how=pools.CLUSTER_TABLE_HOW)
@@ -155,11 +160,9 @@ class Distill:
 
   def weights(self, batch, n: int):
     """[T, N]: which examples each head learns from (module doc)."""
-    ones = jnp.ones((1, n), jnp.float32)
-    if self.num_teachers == 1:
-      return ones
-    if self.cfg['expert_heads'] == 'all':
+    if not reads_clusters(self.cfg):  # One teacher, or every head on every example.
       return jnp.ones((self.num_teachers, n), jnp.float32)
+    ones = jnp.ones((1, n), jnp.float32)
     clusters = batch[KEY].astype(jnp.int32)
     experts = (clusters[None, :] == jnp.arange(self.num_teachers - 1)[:, None])
     return jnp.concatenate([ones, experts.astype(jnp.float32)])
