@@ -125,8 +125,7 @@ def analyze(args) -> dict:
     if 'uniform' not in per_policy:
       continue
     u = per_policy['uniform']
-    target = float(np.mean(u['finals']))
-    u_step, u_flops = pc._reach(u, target)  # pylint: disable=protected-access
+    target, entries = pc.against_uniform(per_policy, 0.0)  # Clean data.
     per_step = u['flops'][pc.HEADLINE_LEVEL][-1] / u['steps'][-1]
     # What a selecting step costs over a uniform one (actor and reference scoring the super-
     # batch, the actor's training): the overhead the paper's saving must pay back.
@@ -137,8 +136,7 @@ def analyze(args) -> dict:
         'tuning_val_accuracy': scores, 'tune_seed': args.tune_seed,
         'uniform_flops_per_step': per_step, 'flops_per_step_over_uniform': overhead,
         'target_accuracy': target,
-        'policies': {p: pc.policy_entry(c, 0.0, target, u_step, u_flops, u)
-                     for p, c in per_policy.items()}}
+        'policies': entries}
     curves[learner] = per_policy
   os.makedirs(args.out, exist_ok=True)
   with open(os.path.join(args.out, 'summary.json'), 'w') as f:

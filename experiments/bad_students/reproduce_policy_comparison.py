@@ -220,6 +220,16 @@ def policy_entry(c, noise, target, u_step, u_flops, u) -> dict:
   }
 
 
+def against_uniform(per_policy: dict, noise: float) -> tuple[float, dict]:
+  """(target: uniform's final mean accuracy, policy -> `policy_entry` against it), for the
+  `curves_of` of each policy on one data variant (uniform among them)."""
+  u = per_policy['uniform']
+  target = float(np.mean(u['finals']))
+  u_step, u_flops = _reach(u, target)
+  return target, {policy: policy_entry(c, noise, target, u_step, u_flops, u)
+                  for policy, c in per_policy.items()}
+
+
 def collect_curves(args) -> dict:
   """Variant ('clean', 'noise0.3') -> policy -> `policy_curves`, for variants with uniform."""
   curves = {}
@@ -243,12 +253,9 @@ def analyze_curves(curves: dict, out: str, steps: int, seeds) -> dict:
   """summary.json, curves.json, table.md and the figures from `collect_curves`'s curves."""
   summary = {}
   for variant, per_policy in curves.items():
-    noise, u = noise_of(variant), per_policy['uniform']
-    target = float(np.mean(u['finals']))
-    u_step, u_flops = _reach(u, target)
-    summary[variant] = {'label_noise': noise, 'target_accuracy': target, 'policies': {
-        policy: policy_entry(c, noise, target, u_step, u_flops, u)
-        for policy, c in per_policy.items()}}
+    noise = noise_of(variant)
+    target, entries = against_uniform(per_policy, noise)
+    summary[variant] = {'label_noise': noise, 'target_accuracy': target, 'policies': entries}
   os.makedirs(out, exist_ok=True)
   has_per_seed = all('per_seed' in c for v in curves.values() for c in v.values())
   with open(os.path.join(out, 'summary.json'), 'w') as f:
