@@ -42,15 +42,9 @@ def _train_methods(root):
   load = config_utils.load_config
   out = {}
 
-  def record(name, workdir, params):
-    rows = read_rows(workdir) if jax.process_index() == 0 else None
-    # ReLA's phase logs its own loss; the method's steps train/loss.
-    losses = [r['rela/loss'] if 'rela/loss' in r else r['train/loss'] for r in rows or []]
-    out[name] = {'losses': losses or None, 'params': params}
-
   def run(name, config_arg):
     _, state = train.train(_tiny(load(config_arg)), f'{root}/{name}')
-    record(name, f'{root}/{name}', state['learner']['params'])
+    out[name] = _record(f'{root}/{name}', state['learner']['params'])
 
   bs = f'experiments/bad_students/policy_comparison.py:runlocal,reference_workdir={root}/bs_ref'
   run('bs_ref', 'experiments/bad_students/reference.py:runlocal')
@@ -88,6 +82,14 @@ def _train_methods(root):
   return out
 
 
+def _record(workdir, params):
+  """A run's per-step losses (process 0 reads the log) and its final learner parameters."""
+  rows = read_rows(workdir) if jax.process_index() == 0 else None
+  # ReLA's phase logs its own loss; the method's steps train/loss.
+  losses = [r['rela/loss'] if 'rela/loss' in r else r['train/loss'] for r in rows or []]
+  return {'losses': losses or None, 'params': params}
+
+
 def _train_dnc(root):
   """Divide and Contrast's tiny pipeline (tests/test_dnc.py), then the same command again:
   every host must skip every finished stage."""
@@ -103,9 +105,8 @@ def _train_dnc(root):
   runs = {'dnc/base': done['base'], 'dnc/distill': done['distill'],
           **{f'dnc/{k}': r for k, r in done['experts']['runs'].items()}}
   for name, stage in runs.items():
-    rows = read_rows(stage['workdir']) if jax.process_index() == 0 else []
-    out[name] = {'losses': [r['train/loss'] for r in rows] or None,
-                 'params': checkpointing.load_trained_params(stage['workdir'])[0]}
+    out[name] = _record(stage['workdir'],
+                        checkpointing.load_trained_params(stage['workdir'])[0])
   clusters = id_table.load(done['cluster']['table'], what='DnC clusters', how='rerun')
   out['dnc_clusters'] = clusters.lookup(clusters.ids)  # ids sorted.
   out['dnc_flops'] = done['total_flops']
