@@ -25,8 +25,7 @@ from experiments.bad_students import common
 _VARIANTS = {
     'rho': dict(policy='rho'),
     'holdout': dict(policy='learnability'),
-    'in_domain': dict(policy='learnability',
-                      reference_workdir='workdirs/bad_students/reference_train'),
+    'in_domain': dict(policy='learnability'),
     'online': dict(policy='learnability', reference='online'),
 }
 
@@ -37,6 +36,8 @@ def get_config(arg=None):
     raise ValueError(f'variant={arg.variant!r}: expected one of {", ".join(_VARIANTS)}.')
   config = common.base_config(arg)
   config.selection.update(_VARIANTS[arg.variant])
+  if arg.variant == 'in_domain' and not arg.reference_workdir:
+    config.selection.reference_workdir = 'workdirs/bad_students/reference_train'
   if arg.tpu:
     config.model = dict(variant='B/16', pool_type='gap', **common.TPU_BF16, remat=True)
   return config
