@@ -294,3 +294,82 @@ def test_compute_scaling_tunes_on_its_own_seed_then_trains_at_each_learners_best
     learner = workdir.split('/')[0]
     assert config.optax.lr == best[learner] and 'val' not in config.evals
     assert config.seed in (0, 1) and config.total_steps == 40
+
+
+def _fake_run(workdir, accs, flops_per_step):
+  """A finished run's metrics: test accuracy `accs` every 50 steps, FLOPs linear in steps."""
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
+    for k, acc in enumerate(accs):
+      step = 50 * (k + 1)
+      f.write(json.dumps({'step': step, bad_students.ACC: acc,
+                          **{key: flops_per_step * step for key in bad_students.LEVELS.values()}})
+              + '\n')
+
+
+def test_actor_size_and_rho_vs_classact_train_their_references_first_and_share_runs(
+    tmp_path, monkeypatch, fake_train_once):
+  from experiments.bad_students import reproduce_actor_size as actor_size
+  from experiments.bad_students import reproduce_rho_vs_classact as rho
+  monkeypatch.setattr(rho, 'prepare_score_cache', lambda args: prepared.append(args.noise))
+  prepared = []
+  common = ['--workdir', str(tmp_path), '--seeds', '3', '--steps', '40', '--eval_every', '20']
+  actor_size.train_runs(actor_size.parse_args(common + ['--actors', 'S,Ti']))
+  rho.train_runs(sweep.parse(rho.build_parser(), common))
+  trained = [(os.path.relpath(w, tmp_path), c) for w, c in fake_train_once]
+  names = [w for w, _ in trained]
+  assert names[:2] == ['reference_holdout_S', 'reference_holdout']
+  assert names[2:7] == ['noise0.3/uniform_s3', 'noise0.3/learnability_S_s3',
+                        'noise0.3/easy_reference_S_s3', 'noise0.3/learnability_Ti_s3',
+                        'noise0.3/easy_reference_Ti_s3']
+  # RHO vs ClassAct: its references, the score cache, then its arms; ClassAct-HO is the actor
+  # sweep's learnability_Ti (one workdir: a real sweep skips it, finished).
+  assert names[7:9] == ['reference_holdout', 'reference_train_noise0.3'] and prepared == [0.3]
+  assert names[9:] == ['noise0.3/uniform_s3', 'noise0.3/learnability_Ti_s3',
+                       'noise0.3/ClassAct-in-domain_s3', 'noise0.3/ClassAct-Online_s3',
+                       'noise0.3/RHO-HO_s3', 'noise0.3/ClassAct-HO-cached_s3']
+  configs = dict(trained)
+  assert configs['reference_holdout_S'].model.width == 64  # The reference has the actor's size.
+  in_domain = configs['reference_train_noise0.3']
+  assert (in_domain.input.split, in_domain.data.label_noise) == ('train', 0.3)
+  run = configs['noise0.3/learnability_S_s3']
+  assert run.selection.reference_workdir == str(tmp_path / 'reference_holdout_S')
+  assert dict(run.actor_model) == dict(run.reference_model) and run.actor_model.width == 64
+  assert (run.seed, run.total_steps, run.evals.test.log_steps, run.data.label_noise) == (
+      3, 40, 20, 0.3)
+  assert (configs['noise0.3/ClassAct-in-domain_s3'].selection.reference_workdir ==
+          str(tmp_path / 'reference_train_noise0.3'))
+  assert configs['noise0.3/ClassAct-Online_s3'].selection.reference == 'online'
+  assert configs['noise0.3/RHO-HO_s3'].selection.policy == 'rho'
+  cached = configs['noise0.3/ClassAct-HO-cached_s3'].selection
+  assert cached.reference == 'cached' and cached.score_cache == rho.score_cache_path(
+      sweep.parse(rho.build_parser(), common))
+
+
+def test_arms_compare_pairs_every_arm_with_uniform_by_seed(tmp_path):
+  from experiments.bad_students import arms
+  from experiments.bad_students import reproduce_actor_size as actor_size
+  args = actor_size.parse_args(['--workdir', str(tmp_path), '--seeds', '3,4', '--steps', '200',
+                                '--actors', 'S', '--policies', 'learnability'])
+  built = actor_size.build_arms(args)
+  uniform = {3: [0.5, 0.6, 0.7, 0.8], 4: [0.5, 0.6, 0.7, 0.76]}
+  selected = {3: [0.6, 0.8, 0.82, 0.84], 4: [0.5, 0.78, 0.7, 0.8]}  # 1.5x FLOPs per step.
+  for seed in (3, 4):
+    _fake_run(arms.run_dir(args, built[0], seed), uniform[seed], 1e9)
+    _fake_run(arms.run_dir(args, built[1], seed), selected[seed], 1.5e9)
+  result = arms.compare(args, built)
+  s = result['summary']
+  assert s['target_accuracy'] == pytest.approx(0.78)
+  entry = s['arms']['learnability_S']
+  assert entry['flops_per_step_over_uniform'] == pytest.approx(1.5)
+  assert entry['final_accuracy_minus_uniform']['mean'] == pytest.approx(0.04)
+  assert entry['final_accuracy_minus_uniform']['seeds'] == ['3', '4']
+  # Seed-mean curves: uniform first reaches 0.78 at step 200, learnability at 100 (0.79).
+  assert entry['steps_to_target_ratio'] == pytest.approx(0.5)
+  assert entry['flops_to_target_ratio'] == pytest.approx(0.75)
+  per_seed = entry['per_seed_ratios']['per_seed']
+  assert per_seed['3']['steps_to_target_ratio'] == pytest.approx(0.5)  # 0.8: 100 vs 200.
+  assert per_seed['4']['steps_to_target_ratio'] == pytest.approx(0.5)  # 0.76: 100 vs 200.
+  actor_size.analyze(argparse.Namespace(**{**vars(args), 'out': str(tmp_path / 'out')}))
+  assert os.path.exists(tmp_path / 'out' / 'actor_size.png')
+  assert 'learnability' in (tmp_path / 'out' / 'table.md').read_text()

@@ -147,10 +147,12 @@ def plot_curves(axes, result: dict, styles: dict):
   target = result['summary']['target_accuracy']
   for name, c in result['curves'].items():
     per_seed = [p['acc'] for p in c['per_seed'].values()]
+    style = dict(styles.get(name, {}))
+    line_style = style.pop('ls', '-')
     for ax, x in ((axes[0], c['steps']),
                   (axes[1], np.asarray(c['flops'][pc.HEADLINE_LEVEL]) / 1e12)):
-      analysis.plot_seeds(ax, x, per_seed, scale=100, band='std', marker='o', ms=2,
-                          label=name, **styles.get(name, {}))
+      analysis.plot_seeds(ax, x, per_seed, scale=100, band='std', style=line_style,
+                          marker='o', ms=2, label=name, **style)
   lo = min(min(c['acc']) for c in result['curves'].values())
   for ax, xlabel in ((axes[0], 'learner steps'),
                      (axes[1], 'total TFLOPs (reference training excluded)')):
