@@ -373,3 +373,43 @@ def test_arms_compare_pairs_every_arm_with_uniform_by_seed(tmp_path):
   actor_size.analyze(argparse.Namespace(**{**vars(args), 'out': str(tmp_path / 'out')}))
   assert os.path.exists(tmp_path / 'out' / 'actor_size.png')
   assert 'learnability' in (tmp_path / 'out' / 'table.md').read_text()
+
+
+def test_rela_strong_baseline_tunes_on_the_held_out_split_then_trains_the_best_longer(
+    tmp_path, monkeypatch):
+  from big_vision_style import train  # pylint: disable=g-import-not-at-top
+  from experiments.rela import reproduce_strong_baseline as strong
+  monkeypatch.setattr(strong, 'floors', lambda args: {})
+  trained = []
+
+  def train_once(config, workdir):  # Held-out accuracy: best at lr 2e-3, mild views, 12 epochs.
+    trained.append((os.path.relpath(workdir, tmp_path), config))
+    mild = 'views' in config.byol
+    row = {'step': 1, 'eval/val/accuracy': 0.8 - abs(config.optax.lr - 0.002) + 0.01 * mild +
+           (0.02 if config.total_epochs == 12 else 0.0), 'eval/probe/accuracy': 0.5}
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, sweep.MARKER), 'w') as f:
+      json.dump(row, f)
+    return row
+
+  monkeypatch.setattr(train, 'train_once', train_once)
+  strong.main(['--workdir', str(tmp_path), '--seeds', '0,1', '--lrs', '0.001,0.002',
+               '--long_epochs', '12,24', '--runs_only'])
+  names = [w for w, _ in trained]
+  assert names == ['tune/lr0.001_byol_e6_s10', 'tune/lr0.001_mild_e6_s10',
+                   'tune/lr0.002_byol_e6_s10', 'tune/lr0.002_mild_e6_s10',
+                   'tune/lr0.002_mild_e12_s10', 'tune/lr0.002_mild_e24_s10',
+                   'strong/s0', 'strong/s1']
+  configs = dict(trained)
+  tune = configs['tune/lr0.001_byol_e6_s10']
+  assert tune.seed == 10 and tune.evals.val.split == 'holdout' and 'probe' not in tune.evals
+  final = configs['strong/s1']
+  assert (final.seed, final.optax.lr, final.total_epochs) == (1, 0.002, 12)
+  assert final.byol.views.crop_scale == (0.5, 1.0)  # ReLA's mild views won.
+  assert final.evals.probe.split == 'test' and 'val' not in final.evals
+  assert {(e.split, e.l2) for k, e in final.evals.items() if k != 'probe'} == {
+      (split, l2) for split in ('holdout', 'test') for l2 in strong.PROBE_L2}
+  # The validated probe: per seed, the test accuracy at the best held-out L2 weight.
+  assert strong.validated({'0.0001': {'holdout': {'0': 0.7, '1': 0.9}, 'test': {'0': 1, '1': 2}},
+                           '0.01': {'holdout': {'0': 0.8, '1': 0.5}, 'test': {'0': 3, '1': 4}}}
+                          ) == {'0': 3, '1': 2}
