@@ -142,7 +142,6 @@ def train_runs(args):
     sweep.run_all(PHASES[args.phase](args), queue=args.queue,
                   timing=os.path.join(args.workdir, 'timing.jsonl'))
     return
-  floors(args)
   for phase, runs in PHASES.items():
     if args.phase not in ('all', phase):
       continue
@@ -160,8 +159,9 @@ def train_runs(args):
 def floors(args) -> dict:
   """representation ('raw_pixels', 'random_student') -> probe L2 weight (`PROBE_L2`, as
   str) -> split ('holdout', 'test') -> seed -> probe accuracy (the probe's fit subset seeded
-  by the seed; the student's init too); computed once into the workdir."""
-  path = os.path.join(args.workdir, 'floors.json')
+  by the seed; the student's init too); computed once into the workdir (at the analysis: the
+  runs need none of it)."""
+  path = os.path.join(args.workdir, f'floors_s{"-".join(map(str, args.seeds))}.json')
   if os.path.exists(path):
     with open(path) as f:
       return json.load(f)
