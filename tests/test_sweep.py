@@ -399,6 +399,7 @@ def test_rela_strong_baseline_tunes_on_the_held_out_split_then_trains_the_best_l
   assert names == ['tune/lr0.001_byol_e6_s10', 'tune/lr0.001_mild_e6_s10',
                    'tune/lr0.002_byol_e6_s10', 'tune/lr0.002_mild_e6_s10',
                    'tune/lr0.002_mild_e12_s10', 'tune/lr0.002_mild_e24_s10',
+                   'tune/lr0.004_mild_e6_s10',  # 2e-3 was the grid's edge: 2x it is tried.
                    'strong/s0', 'strong/s1']
   configs = dict(trained)
   tune = configs['tune/lr0.001_byol_e6_s10']

@@ -14,7 +14,8 @@ on raw pixels. Here:
      `train`, evaluated on `holdout`; never the test split): first learning rate x views
      (--lrs x --views: BYOL's strong views or ReLA's mild ones) at 6 epochs, then longer
      schedules (--long_epochs) at the best of those. Every run also probes the held-out split
-     every 2 epochs, so a schedule's curve shows whether it still improves.
+     every 2 epochs, so a schedule's curve shows whether it still improves. When the best rate
+     is the grid's largest, twice it is tried too (6 epochs, the best views).
   3. The strong baseline: BYOL at 100% with the chosen setting on the reporting seeds, probed on
      the test split, set against the committed Table 1 cells of the same seeds (--table1).
 Finished runs are skipped and unfinished ones resume: rerun the command after an interruption.
@@ -111,16 +112,23 @@ def best_short(args):
   return max(scores, key=scores.get)
 
 
-def long_runs(args):
+def long_settings(args):
+  """The best 6-epoch setting at --long_epochs, and, when the best rate is the largest tried
+  (the grid's edge), twice that rate at 6 epochs with the same views."""
   lr, views = best_short(args)
-  return [_tune_run(args, lr, views, e) for e in args.long_epochs]
+  out = [(lr, views, e) for e in args.long_epochs]
+  if lr == max(args.lrs):
+    out.append((2 * lr, views, BASE_EPOCHS))
+  return out
+
+
+def long_runs(args):
+  return [_tune_run(args, *setting) for setting in long_settings(args)]
 
 
 def chosen(args):
   """The tuning run with the best held-out probe (fewer epochs on a tie): (lr, views, epochs)."""
-  lr, views = best_short(args)
-  candidates = [(lr, v, BASE_EPOCHS) for lr in args.lrs for v in args.views] + [
-      (lr, views, e) for e in args.long_epochs]
+  candidates = [(lr, v, BASE_EPOCHS) for lr in args.lrs for v in args.views] + long_settings(args)
   scores = {c: _val(args, *c) for c in candidates}
   if any(s is None for s in scores.values()):
     raise SystemExit('The long tuning runs have not finished: rerun without --phase.')
@@ -220,14 +228,17 @@ def analyze(args):
   out = {'tune_seed': args.tune_seed, 'seeds': args.seeds, 'std_ddof': DDOF,
          'probe_l2': list(PROBE_L2), 'floors': floor, 'floors_by_l2': raw_floors}
   tuning = {}
-  for lr in args.lrs:
-    for v in args.views:
-      for e in [BASE_EPOCHS] + list(args.long_epochs):
-        path = tune_dir(args, lr, v, e)
-        if sweep.final_row(path) is not None:
-          tuning[_name(lr, v, e)] = {'lr': lr, 'views': v, 'epochs': e,
-                                     'val_accuracy': sweep.final_row(path)[VAL],
-                                     'curve': _curve(path, VAL)}
+  settings = [(lr, v, BASE_EPOCHS) for lr in args.lrs for v in args.views]
+  try:
+    settings += long_settings(args)
+  except SystemExit:  # The 6-epoch runs have not all finished.
+    pass
+  for lr, v, e in settings:
+    path = tune_dir(args, lr, v, e)
+    if sweep.final_row(path) is not None:
+      tuning[_name(lr, v, e)] = {'lr': lr, 'views': v, 'epochs': e,
+                                 'val_accuracy': sweep.final_row(path)[VAL],
+                                 'curve': _curve(path, VAL)}
   out['tuning'] = tuning
   try:
     lr, views, epochs = chosen(args)
