@@ -29,6 +29,16 @@ LOCAL_TEXT = dict(width=64, depth=1, mlp_dim=256, num_heads=2)
 # the 3-seed grid of reproduce.py affordable on 2 CPU cores (96.9 min wall, results/jest).
 LOCAL_CANVAS = 32
 LOCAL_FLEXI_PATCH = (16, 16)  # Coarse patch of Flexi-JEST: 4 tokens instead of 16.
+# `towers=`: the local towers' proportions, for Flexi-JEST's cost (flexi_cost.py). Flexi shrinks
+# only the image tower, so its saving depends on the text tower's share of a pair's forward:
+# 31% locally against 19% for the paper's ViT-B/16 at 256 px next to a B text transformer over
+# 64 tokens (the standard transformer count). 'paper_text' narrows the text MLP to 64 (text 19%);
+# 'paper_ratios' instead deepens the image tower to 4 blocks, which also brings the coarse image
+# forward closer to the paper's share of the native one (the patch embedding, whose FLOPs do not
+# depend on the patch size, weighs less). Training with either needs a reference of the same
+# architecture (and its cache).
+TOWERS = {'local': ({}, {}), 'paper_text': ({}, {'mlp_dim': 64}),
+          'paper_ratios': ({'depth': 4}, {})}
 # A fixed centring and scaling of the RGB canvases to about [-2, 2] (not their measured
 # statistics): normalised inputs train faster than raw [0, 1] ones.
 LOCAL_PP = dict(image_size=LOCAL_CANVAS, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
@@ -36,7 +46,8 @@ LOCAL_PP = dict(image_size=LOCAL_CANVAS, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 
 ARGS = dict(runlocal=False, tpu=False, seed=0, policy='learnability', method='joint',
             filter_ratio=0.8, num_chunks=16, gain=1.0, scorer='learner', reference='pretrained',
             reference_workdir='', embedding_cache='', flexi=False, steps=1000, batch=128,
-            lr=2e-3, b2=0.95, loss='sigmoid', corruption=0.5, reuse=False, log_every=0)
+            lr=2e-3, b2=0.95, loss='sigmoid', corruption=0.5, reuse=False, log_every=0,
+            towers='local')
 
 
 def parse(arg, **extra):
@@ -102,8 +113,12 @@ def _local(config, arg):
   config.input = dict(batch_size=arg.batch, channels=3, augment=(), num_threads=2, prefetch=4,
                       pp=dict(LOCAL_PP))
   config.model_name = 'two_towers'
+  if arg.towers not in TOWERS:
+    raise ValueError(f'Unknown towers {arg.towers!r}: expected one of {", ".join(TOWERS)}.')
+  image_kw, text_kw = TOWERS[arg.towers]
   config.model = ml_collections.ConfigDict(dict(
-      embed_dim=64, image=dict(LOCAL_IMAGE), text=dict(LOCAL_TEXT, vocab_size=128)))
+      embed_dim=64, image=dict(LOCAL_IMAGE, **image_kw),
+      text=dict(LOCAL_TEXT, vocab_size=128, **text_kw)))
   config.reference_model_name = 'two_towers'
   config.reference_model = ml_collections.ConfigDict(config.model.to_dict())
   config.actor_model_name = 'two_towers'  # ActiveCLIP's small online actor.
@@ -125,6 +140,8 @@ def _local(config, arg):
 
 
 def _tpu(config, arg):
+  if arg.towers != 'local':
+    raise ValueError('towers= reshapes the local towers; the TPU config has the paper\'s own.')
   config.data = dict(name='image_text', format='array_record',
                      paths='gs://YOUR_BUCKET/datacomp_medium/{split}-*.array_record',
                      tokenizer='sentencepiece:gs://big_vision/paligemma_tokenizer.model',
