@@ -176,7 +176,7 @@ def plot_per_seed(axes, result: dict, names: Sequence[str], styles: dict):
     got = [r['flops_to_target_ratio'] for r in per_seed.values()
            if r['flops_to_target_ratio'] is not None]
     axes[0].plot([k] * len(got), got, 'o', color=color, alpha=0.7, ms=5)
-    axes[0].annotate(f'{len(got)}/{len(per_seed)}', (k, 1.02), fontsize=7, ha='center',
+    axes[0].annotate(f'{len(got)}/{len(per_seed)}', (k, 0.02), fontsize=7, ha='center',
                      color=color, xycoords=('data', 'axes fraction'))
     d = arms[name]['final_accuracy_minus_uniform']
     if d['low'] is not None:
@@ -189,7 +189,7 @@ def plot_per_seed(axes, result: dict, names: Sequence[str], styles: dict):
   axes[0].axhline(1.0, color='k', ls=':', lw=1, label='uniform')
   axes[0].axhline(0.75, color='g', ls='--', lw=1, label="paper's goal (<= 0.75x)")
   axes[0].set_ylabel("FLOPs to each seed's uniform final / uniform's")
-  axes[0].set_title('per seed (dots; k/n reached above)', fontsize=9)
+  axes[0].set_title('per seed (dots; k/n seeds reached, at the bottom)', fontsize=9)
   axes[0].legend(fontsize=7)
   axes[1].axhline(0.0, color='k', ls=':', lw=1)
   axes[1].set_ylabel('final accuracy minus uniform (points)')

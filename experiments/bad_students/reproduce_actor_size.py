@@ -78,6 +78,12 @@ def analyze(args):
     sizes[actor] = {'model': common.LOCAL_ACTORS[actor],
                     'reference_test_accuracy': None if final is None
                     else final['eval/test/accuracy']}
+  arms = result['summary']['arms']
+  for actor in args.actors:  # The paper's question: does learnability outlast easy-reference?
+    pair = [arms.get(f'{p}_{actor}') for p in ('learnability', 'easy_reference')]
+    if None not in pair:
+      sizes[actor]['learnability_minus_easy_reference'] = analysis.paired_by_seed(
+          pair[0]['final_accuracy_per_seed'], pair[1]['final_accuracy_per_seed'])
   arms_lib.write(args.out, result, {'actors': sizes})
   lines = _table(result, sizes, args)
   analysis.write_text(os.path.join(args.out, 'table.md'), lines)
@@ -100,9 +106,14 @@ def _table(result, sizes, args) -> list[str]:
           "uniform's final mean test accuracy "
           f'({100 * s["target_accuracy"]:.2f}%; per seed: that seed\'s). FLOPs ratios count '
           'everything but the reference\'s training ("all counted": with it).', '']
+  pairs = [[actor, analysis.fmt_interval(v['learnability_minus_easy_reference'], 100)]
+           for actor, v in sizes.items() if 'learnability_minus_easy_reference' in v]
   return head + analysis.markdown_table(
       ['actor', 'reference test acc. (%)', 'policy', *arms_lib.TABLE_HEADER], rows,
       'llll' + 'r' * (len(arms_lib.TABLE_HEADER) - 1)) + [
+          '', 'Learnability minus easy-reference, final accuracy, paired by seed (points, '
+          '[95% t-interval]):', ''] + analysis.markdown_table(
+              ['actor = reference size', 'learnability minus easy-reference'], pairs, 'lr') + [
           '', f'Produced by `{analysis.command(MODULE, args)}`.']
 
 
