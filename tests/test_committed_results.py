@@ -11,6 +11,7 @@ import os
 import shutil
 
 import numpy as np
+import pytest
 
 from experiments.bad_students import reproduce_policy_comparison as bad_students
 from experiments.jest import gain_sweep
@@ -169,3 +170,19 @@ def test_bad_students_strong_reference_results_regenerate_with_per_seed_ratios(t
   steps = [r['steps_to_target_ratio'] for r in ratios['per_seed'].values()]
   assert math.isclose(ratios['steps_to_target_ratio']['mean'], np.mean(steps), rel_tol=1e-12)
   assert learn['final_accuracy_minus_uniform']['seeds'] == ['3', '4', '5']
+
+
+@pytest.mark.parametrize('folder', ['actor_size', 'rho_vs_classact'])
+def test_bad_students_arm_studies_summaries_follow_from_their_committed_curves(folder):
+  from experiments.bad_students import arms  # pylint: disable=g-import-not-at-top
+  path = os.path.join(RESULTS, 'bad_students', folder)
+  if not os.path.exists(os.path.join(path, 'curves.json')):
+    pytest.skip(f'{folder} not committed yet')
+  committed = json.loads(open(os.path.join(path, 'summary.json')).read())
+  curves = json.loads(open(os.path.join(path, 'curves.json')).read())
+  again = json.loads(json.dumps(arms.summarize(curves, committed['label_noise'],
+                                               committed['steps'], committed['seeds'])))
+  assert again == {k: committed[k] for k in again}
+  for name, entry in committed['arms'].items():  # Every arm paired with uniform on all seeds.
+    if name != 'uniform':
+      assert entry['final_accuracy_minus_uniform']['seeds'] == [str(s) for s in committed['seeds']]

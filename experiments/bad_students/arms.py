@@ -88,16 +88,19 @@ def compare(args, arms: Sequence[Arm]) -> dict | None:
       {s: run_dir(args, arm, s) for s in args.seeds}, args.steps)) is not None}
   if 'uniform' not in curves:
     return None
-  target, entries = pc.against_uniform(curves, args.noise)
+  return {'summary': summarize(curves, args.noise, args.steps, args.seeds), 'curves': curves}
+
+
+def summarize(curves: dict, noise: float, steps: int, seeds) -> dict:
+  """`compare`'s summary from the curves alone (a results folder's curves.json)."""
+  target, entries = pc.against_uniform(curves, noise)
   per_step = _flops_per_step(curves['uniform'])
   for name, entry in entries.items():
     # What a selecting step costs over a uniform one: the overhead a saving must pay back.
     entry['flops_per_step_over_uniform'] = _flops_per_step(curves[name]) / per_step
-  return {'summary': {'target_accuracy': target, 'uniform_flops_per_step': per_step,
-                      'label_noise': args.noise, 'steps': args.steps, 'seeds': args.seeds,
-                      'std_ddof': pc.DDOF, 'flops_to_target_ratio_level': pc.HEADLINE_LEVEL,
-                      'arms': entries},
-          'curves': curves}
+  return {'target_accuracy': target, 'uniform_flops_per_step': per_step, 'label_noise': noise,
+          'steps': steps, 'seeds': seeds, 'std_ddof': pc.DDOF,
+          'flops_to_target_ratio_level': pc.HEADLINE_LEVEL, 'arms': entries}
 
 
 def _flops_per_step(c) -> float:
