@@ -133,8 +133,11 @@ def test_score_cache_gives_the_same_selection_as_the_live_reference(reference_di
                jax.device_get(cached['learner']['params']))
   np.testing.assert_allclose(live_final['selection/score_selected'],
                              cached_final['selection/score_selected'], rtol=1e-5)
-  # The cached run counts the one-off cache computation, not a reference forward per step.
+  # The cached run counts the one-off cache computation, not a reference forward per step,
+  # and, as the live run does, the reference's training (recorded in the cache's metadata).
   assert cached_final['flops/reference_scoring'] == pytest.approx(meta['flops'])
+  assert live_final['flops/reference_train'] > 0
+  assert cached_final['flops/reference_train'] == pytest.approx(live_final['flops/reference_train'])
 
 
 def test_resume_is_bit_exact_with_selection_on(reference_dir, tmp_path):

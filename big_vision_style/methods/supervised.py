@@ -58,6 +58,9 @@ def prepare(config, source):
     id_table.check_provenance(cache, config, source=source, expect={
         'reference_workdir': workdir, 'reference_step': id_table.latest_checkpoint_step(workdir)})
     one_off['reference_scoring'] = float(cache.meta.get('flops', 0.0))
+    # The reference was trained to make the cache: "all counted" must include it, as it does
+    # for a live reference (which build() counts when it loads the checkpoint).
+    one_off['reference_train'] = float(cache.meta.get('reference_train_flops', 0.0))
   return source, one_off
 
 
