@@ -215,11 +215,6 @@ def validated(by_l2: dict) -> dict:
 
 # ----- Analysis -----
 
-def _curve(path, key):
-  rows = analysis.read_rows(path, where=key)
-  return {'step': [r['step'] for r in rows], 'accuracy': [r[key] for r in rows]}
-
-
 def analyze(args):
   raw_floors = floors(args)
   # Per representation: the Table 1 probe (L2 1e-4) and the validated one, seed -> accuracy.
@@ -238,7 +233,8 @@ def analyze(args):
     if sweep.final_row(path) is not None:
       tuning[_name(lr, v, e)] = {'lr': lr, 'views': v, 'epochs': e,
                                  'val_accuracy': sweep.final_row(path)[VAL],
-                                 'curve': _curve(path, VAL)}
+                                 'curve': analysis.curve(path, {'step': 'step', 'accuracy': VAL},
+                                                          VAL)}
   out['tuning'] = tuning
   try:
     lr, views, epochs = chosen(args)
