@@ -173,6 +173,47 @@ def test_rendering_follows_the_attributes(pools):
   np.testing.assert_array_equal(out['text'], source.text[0])
 
 
+def test_alt_text_captions_and_centred_layout(pools):
+  """The v2 benchmark's knobs (experiments/jest/common.py): captions name the garment and
+  never its layout; every garment is drawn large in the centre; the corruption plan and the
+  attributes are those of the same seeds in v1."""
+  v2 = {**CONFIG, 'caption_style': 'alt_text', 'layout': 'centred', 'canvas_size': 32}
+  train, test = datasets.get_source(v2, 'train'), datasets.get_source(v2, 'test')
+  v1 = pools['train']
+  np.testing.assert_array_equal(train.corruption, v1.corruption)
+  np.testing.assert_array_equal(train.ids, v1.ids)
+  layout_words = set(captions.SIZE_NAMES) | {'left', 'right', 'bottom', 'centre'}
+  attrs = cfm.attributes(0)
+  for source in (train, test):
+    assert not (source.text == tokenizers.UNK).any()
+    for i, text, label, kind in zip(source.ids[:3000], source.captions, source.labels,
+                                    source.corruption):
+      assert not set(tokenizers.words(text)) & layout_words, text
+      named = [c for c in range(10) if text == captions.caption(attrs, i, c, 'alt_text')]
+      if kind == captions.CLEAN:
+        assert set(tokenizers.words(text)) & garment_words(label) and label in named, text
+      elif kind == captions.WRONG_GARMENT:  # Another class's garment, in the same template.
+        assert named and label not in named, text
+  # Some captions mention a colour or background, most only the garment.
+  colour_words = set(captions.COLOUR_NAMES) | set(captions.BACKGROUND_NAMES)
+  mentions = np.mean([bool(set(tokenizers.words(t)) & colour_words) for t in test.captions])
+  assert 0.2 < mentions < 0.5, mentions
+  side = round(captions.SIZES['large'] * 32)
+  for index in range(0, 300, 11):
+    a = attrs.row(int(test.ids[index]))
+    background = captions.BACKGROUNDS[captions.BACKGROUND_NAMES[a['background']]]
+    image = test[index]['image']
+    outside = np.ones((32, 32), bool)
+    offset = (32 - side) // 2
+    outside[offset:offset + side, offset:offset + side] = False
+    assert (image[outside] == background).all()
+    assert (image != background).any(-1).sum() > 0.1 * side * side
+  with pytest.raises(ValueError, match="caption_style='poem'"):
+    cfm.make_source('test', caption_style='poem')
+  with pytest.raises(ValueError, match="layout='scattered'"):
+    cfm.make_source('test', layout='scattered')
+
+
 def test_captioned_errors():
   with pytest.raises(ValueError, match='corruption_rate instead'):
     cfm.make_source('train', label_noise=0.1)

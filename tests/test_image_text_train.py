@@ -155,6 +155,18 @@ def test_bad_selection_configs_name_the_problem():
     common.reference_workdir('web')
 
 
+def test_benchmark_versions_set_the_data_knobs():
+  data = filter_ratio.get_config('').data
+  assert (data.caption_style, data.layout, data.corruption_rate) == ('alt_text', 'centred', 0.3)
+  data = filter_ratio.get_config('benchmark=v1').data
+  assert (data.caption_style, data.layout, data.corruption_rate) == ('attributes', 'grid', 0.5)
+  assert filter_ratio.get_config('benchmark=v1,corruption=0.0').data.corruption_rate == 0.0
+  from experiments.jest import reference  # pylint: disable=g-import-not-at-top
+  assert reference.get_config('benchmark=v1').data.layout == 'grid'
+  with pytest.raises(ValueError, match="benchmark='v3'"):
+    filter_ratio.get_config('benchmark=v3')
+
+
 @pytest.mark.parametrize('module', ['filter_ratio', 'flexi', 'reference', 'reference_curation',
                                     'sampler_quality', 'table1', 'variants', 'active_clip'])
 @pytest.mark.parametrize('mode', ['', 'runlocal', 'tpu'])

@@ -7,7 +7,16 @@ Fashion-MNIST garment is rendered in a colour, at a size and at a position on a 
 garment (with synonyms) and some of those attributes (datasets/captions.py).
 
   config.data = dict(name='captioned_fashion_mnist', canvas_size=48, max_text_len=16,
-                     tokenizer='words', corruption_rate=0.5, corruption_seed=0)
+                     tokenizer='words', corruption_rate=0.5, corruption_seed=0,
+                     caption_style='attributes', layout='grid')
+
+Two knobs set how hard the pairs are to match (experiments/jest/common.py's `benchmark`):
+  caption_style: 'attributes' (v1: every caption names the garment, its colour and one or
+    more of size, position and background) or 'alt_text' (v2: the garment always, its colour
+    or background sometimes, never its layout; captions.py).
+  layout: 'grid' (v1: a small, medium or large garment in one of 9 cells of a 3x3 grid) or
+    'centred' (v2: every garment large, 0.85 of the canvas side, in its centre). Colours and
+    backgrounds vary in both.
 
 Splits (ids as in fashion_mnist: the official file index; test ids follow train ids):
   train:   the *uncurated* pool. Exactly round(corruption_rate * n) pairs carry web-style
@@ -56,6 +65,17 @@ def render(garment: np.ndarray, canvas_size: int, colour, background, size: floa
   return np.round(out).astype(np.uint8)
 
 
+LAYOUTS = ('grid', 'centred')
+
+
+def _placement(layout: str, a: dict[str, int]) -> tuple[float, tuple[int, int]]:
+  """(size as a fraction of the canvas side, 3x3 grid cell) of a garment with attributes `a`."""
+  if layout == 'centred':
+    return captions.SIZES['large'], captions.POSITIONS['centre']
+  return (captions.SIZES[captions.SIZE_NAMES[a['size']]],
+          captions.POSITIONS[captions.POSITION_NAMES[a['position']]])
+
+
 @functools.lru_cache(maxsize=2)
 def attributes(caption_seed: int) -> captions.Attributes:
   return captions.sample_attributes(NUM_IDS, caption_seed)
@@ -63,7 +83,8 @@ def attributes(caption_seed: int) -> captions.Attributes:
 
 @functools.lru_cache(maxsize=8)
 def _texts(split: str, data_dir: str, holdout_size: int, split_seed: int, caption_seed: int,
-           corruption_rate: float, corruption_seed: int, corruption_types: tuple[str, ...]):
+           corruption_rate: float, corruption_seed: int, corruption_types: tuple[str, ...],
+           caption_style: str = 'attributes'):
   """(ids, labels, images, captions, corruption codes) of a split; cached, as they are reused."""
   if split == 'test':
     images, labels = fashion_mnist.load_official_split(data_dir, 'test')
@@ -73,7 +94,8 @@ def _texts(split: str, data_dir: str, holdout_size: int, split_seed: int, captio
     ids = base.select_split(split, len(images), holdout_size, split_seed)
     images, labels = images[ids], labels[ids]
   attrs = attributes(caption_seed)
-  clean = [captions.caption(attrs, i, c) for i, c in zip(ids.tolist(), labels.tolist())]
+  clean = [captions.caption(attrs, i, c, caption_style)
+           for i, c in zip(ids.tolist(), labels.tolist())]
   if split != 'train' or not corruption_rate:  # Curated and evaluation splits stay clean.
     return ids, labels, images, tuple(clean), np.zeros(len(ids), np.int32)
   plan = captions.CorruptionPlan.make(len(ids), corruption_rate, corruption_seed,
@@ -87,7 +109,7 @@ def _texts(split: str, data_dir: str, holdout_size: int, split_seed: int, captio
       texts[p] = captions.boilerplate(i, corruption_seed)
     else:  # WRONG_GARMENT: the same attributes, another class's garment word.
       texts[p] = captions.caption(attrs, i, (labels[p] + plan.wrong_offset[p]) % len(
-          captions.GARMENTS))
+          captions.GARMENTS), caption_style)
   return ids, labels, images, tuple(texts), plan.kind
 
 
@@ -95,7 +117,7 @@ class CaptionedSource:
   """One split of captioned Fashion-MNIST; images are rendered when read (random access)."""
 
   def __init__(self, ids, labels, images, texts, corruption, *, canvas_size: int,
-               caption_seed: int, tokenizer):
+               caption_seed: int, tokenizer, layout: str = 'grid'):
     self.ids = np.asarray(ids, np.int64)
     self.labels = np.asarray(labels, np.int32)
     self.images = images  # Official 28x28x1 garments, read-only.
@@ -104,7 +126,7 @@ class CaptionedSource:
     self.corrupted_ids = np.sort(self.ids[self.corruption != captions.CLEAN])
     self.tokenizer = tokenizer
     self.text = tokenizer.batch(list(texts))  # int32 [n, max_text_len]
-    self.canvas_size, self.caption_seed = canvas_size, caption_seed
+    self.canvas_size, self.caption_seed, self.layout = canvas_size, caption_seed, layout
     self.num_classes = captions.NUM_CLASSES
     self.class_names = fashion_mnist.CLASS_NAMES
     self.class_prompts = captions.class_prompts()
@@ -125,8 +147,7 @@ class CaptionedSource:
           self.images[index], self.canvas_size,
           captions.COLOURS[captions.COLOUR_NAMES[a['colour']]],
           captions.BACKGROUNDS[captions.BACKGROUND_NAMES[a['background']]],
-          captions.SIZES[captions.SIZE_NAMES[a['size']]],
-          captions.POSITIONS[captions.POSITION_NAMES[a['position']]])
+          *_placement(self.layout, a))
       self._is_rendered[index] = True
     return self._rendered[index].copy()  # A copy: callers may write into what they get.
 
@@ -161,6 +182,7 @@ def make_source(split: str, data_dir: str | None = None, holdout_size: int = 10_
                 tokenizer: str = 'words', caption_seed: int = 0, corruption_rate: float = 0.5,
                 corruption_seed: int = 0,
                 corruption_types=('other_caption', 'boilerplate', 'wrong_garment'),
+                caption_style: str = 'attributes', layout: str = 'grid',
                 label_noise: float = 0.0, **unused) -> CaptionedSource:
   del unused  # Keys meant for other sources (kept so one data config can switch sources).
   base.check_split_name(split)
@@ -169,10 +191,13 @@ def make_source(split: str, data_dir: str | None = None, holdout_size: int = 10_
                      ' set config.data.corruption_rate instead.')
   if canvas_size < 28:
     raise ValueError(f'canvas_size={canvas_size} must be >= 28 (the garments are 28x28).')
+  captions.caption_templates(caption_style)  # Raises on an unknown style.
+  if layout not in LAYOUTS:
+    raise ValueError(f'layout={layout!r}: expected one of {", ".join(LAYOUTS)}.')
   data_dir = fashion_mnist.resolve_data_dir(data_dir)
   ids, labels, images, texts, corruption = _texts(
       split, data_dir, holdout_size, split_seed, caption_seed, float(corruption_rate),
-      corruption_seed, tuple(corruption_types))
+      corruption_seed, tuple(corruption_types), caption_style)
   tok = tokenizers.get_tokenizer(tokenizer, max_text_len, captions.VOCABULARY)
   return CaptionedSource(ids, labels, images, texts, corruption, canvas_size=canvas_size,
-                         caption_seed=caption_seed, tokenizer=tok)
+                         caption_seed=caption_seed, tokenizer=tok, layout=layout)

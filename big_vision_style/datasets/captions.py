@@ -76,6 +76,17 @@ TEMPLATES = (
     'cheap {size} {colour} {garment}',
 )
 
+# Alt-text style (caption_style='alt_text', the v2 benchmark): the garment always, its colour or
+# background in some captions, never its size or position. Real alt-text names the object and
+# rarely its layout; v1's templates above describe nuisance attributes in every caption, which
+# a tiny learner could match pairs by without learning garments (results/jest/README.md).
+ALT_TEXT_TEMPLATES = (
+    'a photo of a {garment}', '{garment}', 'my new {garment}', '{garment} for sale',
+    'buy this {garment} online', 'product photo: {garment}', 'close-up of a {garment}',
+    'cheap {garment}', 'a {colour} {garment}', '{colour} {garment} for sale',
+    '{garment} on a {background} background', 'a {colour} {garment} on {background}')
+CAPTION_STYLES = {'attributes': TEMPLATES, 'alt_text': ALT_TEXT_TEMPLATES}
+
 # Web boilerplate: alt-text that says nothing about the image. The number keeps most of them
 # distinct, as file names and product codes are.
 BOILERPLATE = (
@@ -92,7 +103,7 @@ CORRUPTIONS = ('clean', 'other_caption', 'boilerplate', 'wrong_garment')
 CLEAN, OTHER_CAPTION, BOILERPLATE_TEXT, WRONG_GARMENT = range(4)
 
 def _vocabulary() -> tuple[str, ...]:
-  texts = list(TEMPLATES + BOILERPLATE + ZERO_SHOT_TEMPLATES)
+  texts = list(TEMPLATES + ALT_TEXT_TEMPLATES + BOILERPLATE + ZERO_SHOT_TEMPLATES)
   texts += [g for names in GARMENTS for g in names]
   texts += list(COLOURS) + list(BACKGROUNDS) + list(SIZES) + list(POSITIONS) + ['an']
   found = {w for t in texts for w in tokenizers.words(t)} | set('0123456789')
@@ -139,14 +150,22 @@ def sample_attributes(num_ids: int, seed: int) -> Attributes:
       synonym=rng.integers(0, 1 << 30, num_ids))  # Taken modulo the class's synonym count.
 
 
-def caption(attrs: Attributes, i: int, garment_class: int) -> str:
-  """The caption of id `i` naming `garment_class` (its own class, or a wrong one)."""
+def caption(attrs: Attributes, i: int, garment_class: int, style: str = 'attributes') -> str:
+  """The caption of id `i` naming `garment_class` (its own class, or a wrong one), in one of
+  CAPTION_STYLES' templates (the same template index for every style)."""
+  templates = caption_templates(style)
   a = attrs.row(i)
   names = GARMENTS[garment_class]
-  return _with_articles(TEMPLATES[a['template']].format(
+  return _with_articles(templates[a['template'] % len(templates)].format(
       garment=names[a['synonym'] % len(names)], colour=COLOUR_NAMES[a['colour']],
       background=BACKGROUND_NAMES[a['background']], size=SIZE_NAMES[a['size']],
       position=POSITION_NAMES[a['position']]))
+
+
+def caption_templates(style: str) -> tuple[str, ...]:
+  if style not in CAPTION_STYLES:
+    raise ValueError(f'caption_style={style!r}: expected one of {", ".join(CAPTION_STYLES)}.')
+  return CAPTION_STYLES[style]
 
 
 def boilerplate(i: int, seed: int) -> str:

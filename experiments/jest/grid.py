@@ -79,6 +79,11 @@ def run_dir(workdir, name, seed):
   return os.path.join(workdir, 'runs', f'{name}_s{seed}')
 
 
+def benchmark(args) -> str:
+  """The config arg of the sweep's benchmark version (v1 for sweeps parsed before v2)."""
+  return f'benchmark={getattr(args, "benchmark", "v1")}'
+
+
 def run_config(args, name, seed, steps=None):
   """The config of run `name` at `seed` under the sweep's options (`args`: workdir, steps,
   eval_every, gain, reuse)."""
@@ -92,7 +97,7 @@ def run_config(args, name, seed, steps=None):
   if args.gain is not None and 'uniform' not in arg:
     arg += f',gain={args.gain}'
   steps = steps or args.steps * STEPS_MULTIPLIER.get(name, 1)
-  config = filter_ratio.get_config(f'{arg},seed={seed},steps={steps}')
+  config = filter_ratio.get_config(f'{arg},seed={seed},steps={steps},{benchmark(args)}')
   for ev in config.evals.values():
     ev.log_steps = args.eval_every
   return config
@@ -127,9 +132,10 @@ def prepare_references(args):
   for pool in REFERENCES:
     if pool == 'uncurated' and not any(r.startswith('uncurated') for r in args.runs):
       continue
-    final = sweep.train_once(reference.get_config(f'pool={pool},epochs={args.ref_epochs}'),
-                             reference_dir(args, pool))
+    final = sweep.train_once(reference.get_config(
+        f'pool={pool},epochs={args.ref_epochs},{benchmark(args)}'), reference_dir(args, pool))
     logging.info('Reference %s: zero-shot %.4f.', pool, final[METRIC])
     if not os.path.exists(cache_path(args, pool)):
-      config = filter_ratio.get_config(f'reference_workdir={reference_dir(args, pool)}')
+      config = filter_ratio.get_config(
+          f'reference_workdir={reference_dir(args, pool)},{benchmark(args)}')
       embedding_cache.save(cache_path(args, pool), reference_embeddings.compute(config))

@@ -186,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument('--steps', type=int, default=800)
   parser.add_argument('--eval_every', type=int, default=100)
   parser.add_argument('--ref_epochs', type=float, default=30.0)
+  parser.add_argument('--benchmark', default='v2', choices=('v1', 'v2'),
+                      help="The local benchmark's version (experiments/jest/common.py); "
+                      "results/jest's top-level files are v1's.")
   parser.add_argument('--gain', type=float, default=None,
                       help='Score multiplier of every selecting run (default: the configs\' 1).')
   parser.add_argument('--regenerate_from', default='',
