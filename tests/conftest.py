@@ -52,3 +52,44 @@ def pytest_collection_modifyitems(config, items):
   rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
   items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # Stable: order within a
   # module, and of the other modules, is kept.
+
+
+# $BVS_COMPILE_PROFILE=DIR: each pytest process writes, per test, the seconds jax spent tracing,
+# lowering and compiling in it (jax.monitoring's compile events) and how many backend compiles
+# it ran and how many it found in the persistent cache, to DIR/compile_<pid>.json, to see where the suite's compile time goes. Subprocesses
+# (the multi-process tests' workers) are not counted.
+_PROFILE_DIR = os.environ.get('BVS_COMPILE_PROFILE')
+if _PROFILE_DIR:
+  import collections  # pylint: disable=g-import-not-at-top
+  import json  # pylint: disable=g-import-not-at-top
+  from jax import monitoring  # pylint: disable=g-import-not-at-top
+
+  _profile = collections.defaultdict(lambda: collections.defaultdict(float))
+  _current = ['<collection>']
+
+  def _on_duration(event, duration, **unused):
+    if event.startswith('/jax/core/compile/'):
+      row = _profile[_current[0]]
+      row[event.rsplit('/', 1)[-1]] += duration
+      if event.endswith('backend_compile_duration'):
+        row['compiles'] += 1
+
+  def _on_event(event, **unused):
+    if event == '/jax/compilation_cache/cache_hits':
+      _profile[_current[0]]['cache_hits'] += 1
+
+  monitoring.register_event_duration_secs_listener(_on_duration)
+  monitoring.register_event_listener(_on_event)
+
+  @pytest.hookimpl(hookwrapper=True)
+  def pytest_runtest_protocol(item, nextitem):
+    del nextitem
+    _current[0] = item.nodeid
+    yield
+    _current[0] = '<between tests>'
+
+  def pytest_sessionfinish(session):
+    del session
+    os.makedirs(_PROFILE_DIR, exist_ok=True)
+    with open(os.path.join(_PROFILE_DIR, f'compile_{os.getpid()}.json'), 'w') as f:
+      json.dump(_profile, f, indent=1)
