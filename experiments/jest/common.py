@@ -4,7 +4,8 @@ each batch selected from a super-batch (big_vision_style/image_text.py).
 Two scales:
   local (default): captioned Fashion-MNIST (datasets/captioned_fashion_mnist.py), 32x32 RGB
     canvases with alt-text-like captions. The learner trains on the *uncurated* `train` pool
-    (50k pairs, `corruption` of them web-style noisy, default half); the reference on the
+    (50k pairs, `corruption` of them web-style noisy: 30% on the default v2 benchmark, half on v1;
+    see BENCHMARKS); the reference on the
     *curated* `holdout` pool (10k clean pairs), or, for the Fig. 5 analogue, on the uncurated
     pool. Image tower: ViT width 64, depth 2, patch 8 (16 tokens; Flexi-JEST scores at patch
     16, 4 tokens); text tower: a transformer of width 64, depth 1 over 16 word tokens; a 64-d
