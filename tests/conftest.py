@@ -55,9 +55,9 @@ def pytest_collection_modifyitems(config, items):
 
 
 # $BVS_COMPILE_PROFILE=DIR: each pytest process writes, per test, the seconds jax spent tracing,
-# lowering and compiling in it (jax.monitoring's compile events) and how many backend compiles
-# it ran and how many it found in the persistent cache, to DIR/compile_<pid>.json, to see where the suite's compile time goes. Subprocesses
-# (the multi-process tests' workers) are not counted.
+# lowering and compiling in it (jax.monitoring's compile events), how many backend compiles it
+# ran and how many programs it found in the persistent cache, to DIR/compile_<pid>.json: where
+# the suite's compile time goes. Subprocesses (the multi-process tests' workers) are not counted.
 _PROFILE_DIR = os.environ.get('BVS_COMPILE_PROFILE')
 if _PROFILE_DIR:
   import collections  # pylint: disable=g-import-not-at-top

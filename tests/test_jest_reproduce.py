@@ -40,7 +40,8 @@ def test_parallel_sweep_queue_hands_each_run_to_one_worker_longest_first(tmp_pat
 
 
 def test_sweep_flags_reach_the_selecting_runs_only():
-  args = types.SimpleNamespace(workdir='w', steps=800, eval_every=100, reuse=True, gain=10.0)
+  args = types.SimpleNamespace(workdir='w', steps=800, eval_every=100, reuse=True, gain=10.0,
+                               benchmark='v2')
 
   def sel(name):
     return grid.run_config(args, name, 0).selection
@@ -71,7 +72,8 @@ def test_sweep_flags_reach_the_selecting_runs_only():
 
 
 def test_variant_runs_are_trained_by_name_only_and_unknown_names_are_refused(capsys):
-  args = types.SimpleNamespace(workdir='w', steps=800, eval_every=100, reuse=False, gain=None)
+  args = types.SimpleNamespace(workdir='w', steps=800, eval_every=100, reuse=False, gain=None,
+                               benchmark='v2')
   hard = grid.run_config(args, 'hard_learner_joint_f0.9', 0)
   assert hard.selection.policy == 'hard_learner' and hard.selection.filter_ratio == 0.9
   assert _roles_needed(hard) == {'learner'}

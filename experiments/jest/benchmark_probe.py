@@ -2,10 +2,12 @@
 
   PYTHONPATH=. python experiments/jest/benchmark_probe.py NAME CONFIG_ARG [JSON_OVERRIDES]
 
-It predates the `caption_style` / `layout` data knobs and patches captions.py in-process
-instead: style "garment" = ALT_TEXT_TEMPLATES (one template differed: "a {size} {garment}"),
-"fixed" = every garment large and centred (layout="centred"). Appends to /tmp/probe/results.jsonl;
-the rows are committed in results/jest/v2/benchmark_probe.json.
+JSON_OVERRIDES: config paths to values, plus "style" (a string of flags) and "reference" (train
+the reference config instead). Style "garment": captions from ALT_TEXT_TEMPLATES with its last
+template replaced by "a {size} {garment}" (the probe ran before the alt-text style existed; it
+patches captions.TEMPLATES in-process); "fixed": layout='centred'. Appends to
+/tmp/probe/results.jsonl; the rows are committed in results/jest/v2/benchmark_probe.json (the
+style is in each row's name: base = v1, g = garment, gfix = garment + fixed).
 """
 import json, sys, os, time
 import numpy as np
@@ -21,28 +23,22 @@ def attr_prompts(n_per_class=64, seed=123):
     out.append([captions.caption(attrs, c * n_per_class + i, c) for i in range(n_per_class)])
   return out
 
-GARMENT_T = (
-    'a photo of a {garment}', '{garment}', 'my new {garment}', '{garment} for sale',
-    'buy this {garment} online', 'product photo: {garment}', 'close-up of a {garment}',
-    'cheap {garment}', 'a {colour} {garment}', '{colour} {garment} for sale',
-    '{garment} on a {background} background', 'a {size} {garment}')
+GARMENT_T = captions.ALT_TEXT_TEMPLATES[:-1] + ('a {size} {garment}',)
 
 def patch(style):
-  if 'fixed' in style:
-    for k in captions.SIZES: captions.SIZES[k] = 0.85
-    for k in captions.POSITIONS: captions.POSITIONS[k] = (1, 1)
-  if 'mild' in style:
-    captions.SIZES.update(small=0.7, medium=0.8, large=0.9)
   if 'garment' in style:
     captions.TEMPLATES = GARMENT_T
     captions.VOCABULARY = captions._vocabulary()
 
 def main(name, arg, **over):
-  patch(over.pop('style', 'attributes'))
+  style = over.pop('style', 'attributes')
+  patch(style)
   from experiments.jest import reference
   # benchmark=v1: the probe patches v1's captions and layout (it ran when v1 was the default).
   cfg = (reference if over.pop('reference', False) else filter_ratio).get_config(
       f'{arg},benchmark=v1')
+  if 'fixed' in style:
+    cfg.data.layout = 'centred'
   for k, v in over.items():
     node = cfg
     *path, last = k.split('.')
@@ -57,7 +53,8 @@ def main(name, arg, **over):
   row['wall'] = time.time() - t
   print(name, json.dumps(row))
   with open('/tmp/probe/results.jsonl', 'a') as f:
-    f.write(json.dumps({'name': name, 'arg': arg, 'over': {k: str(v) for k, v in over.items()}, **row}) + '\n')
+    f.write(json.dumps({'name': name, 'arg': arg, 'style': style,
+                        'over': {k: str(v) for k, v in over.items()}, **row}) + '\n')
 
 if __name__ == '__main__':
   name, arg = sys.argv[1], sys.argv[2]

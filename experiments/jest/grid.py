@@ -80,8 +80,8 @@ def run_dir(workdir, name, seed):
 
 
 def benchmark(args) -> str:
-  """The config arg of the sweep's benchmark version (v1 for sweeps parsed before v2)."""
-  return f'benchmark={getattr(args, "benchmark", "v1")}'
+  """The config arg of the sweep's benchmark version (--benchmark)."""
+  return f'benchmark={args.benchmark}'
 
 
 def run_config(args, name, seed, steps=None):

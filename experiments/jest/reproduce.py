@@ -36,6 +36,7 @@ import os
 
 from experiments import analysis
 from experiments import sweep
+from experiments.jest import common
 from experiments.jest import fig2_sampler
 from experiments.jest import fig3_filter_ratio
 from experiments.jest import fig4_flops
@@ -186,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument('--steps', type=int, default=800)
   parser.add_argument('--eval_every', type=int, default=100)
   parser.add_argument('--ref_epochs', type=float, default=30.0)
-  parser.add_argument('--benchmark', default='v2', choices=('v1', 'v2'),
+  parser.add_argument('--benchmark', default=common.ARGS['benchmark'],
+                      choices=tuple(common.BENCHMARKS),
                       help="The local benchmark's version (experiments/jest/common.py); "
                       "results/jest's top-level files are v1's.")
   parser.add_argument('--gain', type=float, default=None,
