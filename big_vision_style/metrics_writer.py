@@ -1,4 +1,5 @@
-"""Metrics to `metrics.jsonl` (one JSON object per logged step), TensorBoard (clu) and console.
+"""Metrics to `metrics.jsonl` (one JSON object per logged step), TensorBoard (tb_events.py) and
+console.
 
 metrics.jsonl is strict JSON: a non-finite value (a skipped bad step's NaN loss) is written as
 null. A resumed run first drops the rows after its checkpoint's step, and repairs a torn last
@@ -14,6 +15,8 @@ import time
 from etils import epath
 import jax
 
+from big_vision_style import tb_events
+
 
 class MetricsWriter:
 
@@ -28,10 +31,8 @@ class MetricsWriter:
     if self.is_main:
       self.path.parent.mkdir(parents=True, exist_ok=True)
       self._drop_rows_after(resume_step)
-    from clu import metric_writers  # pylint: disable=g-import-not-at-top  (imports TF: slow)
-    # TensorBoard only: the console gets our own one-line progress report instead.
-    self._tb = (metric_writers.SummaryWriter(workdir) if self.is_main
-                else metric_writers.MultiWriter([]))
+    # TensorBoard too; the console gets our own one-line progress report instead.
+    self._tb = tb_events.writer(str(workdir), is_main=self.is_main)
     self._rate_t, self._rate_step = time.time(), resume_step
 
   def _drop_rows_after(self, step: int):
@@ -68,6 +69,10 @@ class MetricsWriter:
 
   def flush(self):
     self._tb.flush()
+
+  def close(self):
+    self._tb.flush()
+    self._tb.close()
 
 
 def _fmt_seconds(s: float) -> str:

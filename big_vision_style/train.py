@@ -266,7 +266,7 @@ def _train(config, workdir: str, stop_after_step: int | None):
                       stop.signal_name or 'preemption')
       break
 
-  writer.flush()
+  writer.close()
   ckpt.close()
   stop.close()
   if total_steps > start_step and step < total_steps:  # Stopped early: not a final row.
