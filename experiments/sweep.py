@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import dataclasses
 import json
 import logging
@@ -92,6 +93,7 @@ def timed(path: str | None, part: str):
   start = time.time()
   yield
   if path:
+    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
     with open(path, 'a') as f:
       f.write(json.dumps({'part': part, 'start': start, 'end': time.time()}) + '\n')
 
@@ -113,6 +115,27 @@ def wall_seconds(path: str) -> dict:
 def _log_run(run: Run, final: dict, seconds: float):
   logging.info('%s done (%.0fs): %s', run.name, seconds, {
       k: v for k, v in final.items() if k.startswith('eval/')})
+
+
+def run_phases(args: argparse.Namespace, phases: dict[str, Callable[[argparse.Namespace], list]],
+               *, module: str, parser: argparse.ArgumentParser, exclude: Sequence[str] = ('out',)):
+  """Trains the runs of each phase in turn (`phases`: name -> args -> runs; a phase's runs may
+  depend on an earlier phase's results, e.g. the lr its tuning chose, so a phase is built only
+  once the phases before it are done). `args.phase`: 'all' or one phase's name. With --parallel
+  each phase gets its own workers and queue: a worker is the reproducer's command line (`module`,
+  `parser`) with that --phase; a worker (`args.queue`) trains the runs of its --phase."""
+  timing = os.path.join(args.workdir, 'timing.jsonl')
+  if args.queue:
+    run_all(phases[args.phase](args), queue=args.queue, timing=timing)
+    return
+  for phase, runs in phases.items():
+    if args.phase not in ('all', phase):
+      continue
+    mine = copy.copy(args)
+    mine.phase = phase
+    run_all(runs(mine), parallel=args.parallel,
+            worker=lambda q, mine=mine: worker_command(module, parser, mine, q, exclude=exclude),
+            queue_root=os.path.join(args.workdir, 'queue'), timing=timing)
 
 
 def run_all(runs: Iterable[Run], *, parallel: int = 1, queue: str = '',

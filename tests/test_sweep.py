@@ -210,6 +210,43 @@ def fake_train_once(monkeypatch):
   return trained
 
 
+def test_phases_are_built_in_turn_and_a_worker_trains_only_its_phase(tmp_path, monkeypatch,
+                                                                     fake_train_once):
+  built = []
+
+  def phase(name):
+    def runs(args):  # Built only when the phases before it are trained.
+      built.append((name, args.phase, len(fake_train_once)))
+      return [sweep.Run(f'{name}{i}', str(tmp_path / name / str(i)), {'i': i}) for i in (0, 1)]
+    return runs
+
+  phases = {'tune': phase('tune'), 'main': phase('main')}
+  parser = _parser()
+  parser.add_argument('--phase', default='all')
+  args = argparse.Namespace(workdir=str(tmp_path), phase='all', queue='', parallel=1)
+  sweep.run_phases(args, phases, module='m', parser=parser)
+  assert built == [('tune', 'tune', 0), ('main', 'main', 2)]
+  assert [os.path.relpath(w, tmp_path) for w, _ in fake_train_once] == [
+      'tune/0', 'tune/1', 'main/0', 'main/1']
+  assert args.phase == 'all'  # The caller's namespace is not changed.
+  # A --parallel parent starts workers of each phase in turn, each told its --phase.
+  commands = []
+  monkeypatch.setattr(sweep, 'run_parallel',
+                      lambda worker, n, root: commands.append((n, worker('Q'))))
+  parsed = parser.parse_args(['--workdir', str(tmp_path), '--phase', 'main', '--parallel', '2'])
+  sweep.run_phases(parsed, phases, module='m', parser=parser)
+  assert [(n, c[c.index('--phase') + 1], c[c.index('--queue') + 1]) for n, c in commands] == [
+      (2, 'main', 'Q')]
+  # A worker trains its own phase's runs only.
+  queue = tmp_path / 'queue'
+  queue.mkdir()
+  del fake_train_once[:]
+  sweep.run_phases(argparse.Namespace(workdir=str(tmp_path / 'w2'), phase='tune',
+                                      queue=str(queue), parallel=1), phases, module='m',
+                   parser=parser)
+  assert sorted(os.path.basename(os.path.dirname(w)) for w, _ in fake_train_once) == ['tune'] * 2
+
+
 def test_bad_students_sweep_trains_the_reference_then_every_run_seeds_outermost(
     tmp_path, fake_train_once):
   # As big_vision_style/tools/demo.py calls it: a namespace without the sweep's options.

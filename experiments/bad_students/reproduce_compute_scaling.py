@@ -24,7 +24,6 @@ to its uniform's final accuracy where it got there).
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 
@@ -96,21 +95,10 @@ def main_runs(args) -> list[sweep.Run]:
 def train_runs(args):
   """The reference, the tuning runs, then the reported runs (a --parallel worker runs the
   stage of its --phase)."""
-  if args.queue:
-    sweep.run_all(tune_runs(args) if args.phase == 'tune' else main_runs(args), queue=args.queue,
-                  timing=os.path.join(args.workdir, 'timing.jsonl'))
-    return
-  sweep.train_once(reference.get_config(), os.path.join(args.workdir, 'reference_holdout'))
-  for phase, runs in (('tune', tune_runs), ('main', main_runs)):
-    if args.phase not in ('all', phase):
-      continue
-    mine = copy.copy(args)
-    mine.phase = phase
-    sweep.run_all(runs(mine), parallel=args.parallel,
-                  worker=lambda q, mine=mine: sweep.worker_command(MODULE, build_parser(), mine,
-                                                                   q, exclude=('out',)),
-                  queue_root=os.path.join(args.workdir, 'queue'),
-                  timing=os.path.join(args.workdir, 'timing.jsonl'))
+  if not args.queue:
+    sweep.train_once(reference.get_config(), os.path.join(args.workdir, 'reference_holdout'))
+  sweep.run_phases(args, {'tune': tune_runs, 'main': main_runs}, module=MODULE,
+                   parser=build_parser())
 
 
 def analyze(args) -> dict:

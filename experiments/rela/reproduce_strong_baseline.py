@@ -27,7 +27,6 @@ FLOPs with and without the prior's training), table.md and strong_baseline.png.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import os
@@ -146,20 +145,7 @@ PHASES = {'short': short_runs, 'long': long_runs, 'strong': strong_runs}
 
 
 def train_runs(args):
-  if args.queue:  # A worker of one phase.
-    sweep.run_all(PHASES[args.phase](args), queue=args.queue,
-                  timing=os.path.join(args.workdir, 'timing.jsonl'))
-    return
-  for phase, runs in PHASES.items():
-    if args.phase not in ('all', phase):
-      continue
-    mine = copy.copy(args)
-    mine.phase = phase
-    sweep.run_all(runs(mine), parallel=args.parallel,
-                  worker=lambda q, mine=mine: sweep.worker_command(MODULE, build_parser(), mine,
-                                                                   q, exclude=('out',)),
-                  queue_root=os.path.join(args.workdir, 'queue'),
-                  timing=os.path.join(args.workdir, 'timing.jsonl'))
+  sweep.run_phases(args, PHASES, module=MODULE, parser=build_parser())
 
 
 # ----- Floors -----
