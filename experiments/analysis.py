@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import shlex
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -198,10 +199,27 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence], align: str) 
           ['| ' + ' | '.join(map(str, row)) + ' |' for row in rows])
 
 
+# Options of how a sweep runs (experiments/sweep.py's), not of what it computes.
+_NOT_PROVENANCE = ('analyze_only', 'parallel', 'queue', 'runs_only', 'help')
+
+
 def command(module: str, args) -> str:
-  """The command line that made a result, for its provenance: `python -m module --key value`
-  for every parsed argument of `args`."""
-  return f'python -m {module} ' + ' '.join(f'--{k} {v}' for k, v in vars(args).items())
+  """The command line that made a result, for its provenance, runnable as printed:
+  `python -m module` with every parsed argument of `args` as its option, a True flag bare, a
+  False one and None left out (their defaults), a list joined with commas (as the reproducers
+  split them); the sweep's own options (how it ran, not what) are left out."""
+  parts = ['python', '-m', module]
+  for key, value in vars(args).items():
+    if key in _NOT_PROVENANCE or value is None or value is False:
+      continue
+    flag = f'--{key}'
+    if value is True:
+      parts.append(flag)
+    elif isinstance(value, (list, tuple)):
+      parts += [flag, ','.join(map(str, value))]
+    else:
+      parts += [flag, str(value)]
+  return ' '.join(shlex.quote(p) for p in parts)
 
 
 def write_text(path: str, lines: Sequence[str]):

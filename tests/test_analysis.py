@@ -297,3 +297,15 @@ def test_rela_analysis_gives_the_previous_table_and_numbers(tmp_path, capsys):
                      'num_seeds': 2}
   assert summary['supervised']['holdout']['0.1']['num_seeds'] == 1
   assert (tmp_path / 'out' / 'accuracy.png').stat().st_size > 10_000
+
+
+def test_a_results_command_line_parses_back_to_its_arguments():
+  """The provenance line of a result is runnable: parsed by the reproducer, it gives the same
+  options (flags, comma lists, a value with a space), without the sweep's own."""
+  import shlex  # pylint: disable=g-import-not-at-top
+  from experiments.bad_students import reproduce_actor_size as actor_size  # pylint: disable=g-import-not-at-top
+  args = actor_size.parse_args(['--workdir', 'w d', '--seeds', '3,4', '--parallel', '2'])
+  line = analysis.command(actor_size.MODULE, args)
+  argv = shlex.split(line)
+  assert argv[:3] == ['python', '-m', actor_size.MODULE] and '--parallel' not in argv
+  assert vars(actor_size.parse_args(argv[3:])) == {**vars(args), 'parallel': 1}
