@@ -206,11 +206,11 @@ _NOT_PROVENANCE = ('analyze_only', 'parallel', 'queue', 'runs_only', 'help')
 def command(module: str, args) -> str:
   """The command line that made a result, for its provenance, runnable as printed:
   `python -m module` with every parsed argument of `args` as its option, a True flag bare, a
-  False one and None left out (their defaults), a list joined with commas (as the reproducers
+  False one, None and '' left out (their defaults), a list joined with commas (as the reproducers
   split them); the sweep's own options (how it ran, not what) are left out."""
   parts = ['python', '-m', module]
   for key, value in vars(args).items():
-    if key in _NOT_PROVENANCE or value is None or value is False:
+    if key in _NOT_PROVENANCE or value is None or value is False or value == '':
       continue
     flag = f'--{key}'
     if value is True:
