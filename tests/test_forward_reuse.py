@@ -34,7 +34,8 @@ def _setup(num_devices, width=32):
       {'image': jnp.asarray(rng.normal(size=(SUPER, 16, 16, 3)), jnp.float32),
        'text': jnp.asarray(rng.integers(1, 50, size=(SUPER, 6)), jnp.int32)},
       input_pipeline.data_sharding(mesh))
-  params = image_text.init_params(model, jax.random.key(0), (1, 16, 16, 3), (1, 6))
+  params = jax.jit(lambda k: image_text.init_params(model, k, (1, 16, 16, 3), (1, 6)))(
+      jax.random.key(0))  # Jitted: op by op it compiled some 100 programs.
   indices = jnp.asarray(rng.choice(SUPER, SUB, replace=False), jnp.int32)
   embed = functools.partial(_embed, model)
   return embed, mesh, batch, params, indices

@@ -125,14 +125,21 @@ def test_flexi_loss_trains_half_the_batch_at_each_patch_size():
   rng = np.random.default_rng(0)
   batch = {'image': jnp.asarray(rng.normal(size=(6, 16, 16, 3)), jnp.float32),
            'text': jnp.asarray(rng.integers(1, 20, size=(6, 5)), jnp.int32)}
-  params = image_text.init_params(model, jax.random.key(0), (1, 16, 16, 3), (1, 5))
-  got = image_text.loss_fn(model, params, batch, loss='sigmoid', flexi_patch_size=(8, 8))
-  zimg_a, ztxt, out = model.apply({'params': params}, batch['image'][:3], batch['text'])
-  zimg_b, _, _ = model.apply({'params': params}, batch['image'][3:], None, patch_size=(8, 8))
-  want = contrastive.sigmoid_loss(jnp.concatenate([zimg_a, zimg_b]), ztxt, out['t'], out['b'])
-  np.testing.assert_allclose(got, want, rtol=1e-6)
+  # Each piece jitted (op by op, the test compiled some 330 programs).
+  params = jax.jit(lambda k: image_text.init_params(model, k, (1, 16, 16, 3), (1, 5)))(
+      jax.random.key(0))
+  got = jax.jit(lambda p, x: image_text.loss_fn(model, p, x, loss='sigmoid',
+                                                flexi_patch_size=(8, 8)))(params, batch)
+
+  @jax.jit
+  def by_hand(p, x):
+    zimg_a, ztxt, out = model.apply({'params': p}, x['image'][:3], x['text'])
+    zimg_b, _, _ = model.apply({'params': p}, x['image'][3:], None, patch_size=(8, 8))
+    return contrastive.sigmoid_loss(jnp.concatenate([zimg_a, zimg_b]), ztxt, out['t'], out['b'])
+
+  np.testing.assert_allclose(got, by_hand(params, batch), rtol=1e-6)
   # Not the same as training everything at the native patch.
-  native = image_text.loss_fn(model, params, batch, loss='sigmoid')
+  native = jax.jit(lambda p, x: image_text.loss_fn(model, p, x, loss='sigmoid'))(params, batch)
   assert abs(float(native) - float(got)) > 1e-4
 
 

@@ -46,12 +46,13 @@ def test_tok_pooling_and_small_models_run():
 
 
 def _loss_and_grads(model, params, inputs, train):
-  """Mean squared output (a stand-in loss touching every parameter) and its gradients."""
+  """Mean squared output (a stand-in loss touching every parameter) and its gradients; jitted,
+  as in training (op by op, each test compiled some 250 programs)."""
   def loss(p):
     out = model.apply({'params': p}, *inputs, train=train,
                       rngs={'dropout': jax.random.key(1)} if train else None)
     return jnp.mean(out[0] ** 2) + jnp.mean(out[1]['encoded'] ** 2)
-  return jax.value_and_grad(loss)(params)
+  return jax.jit(jax.value_and_grad(loss))(params)
 
 
 @pytest.mark.parametrize('name,kw,make_input', [
@@ -69,8 +70,8 @@ def test_remat_same_loss_and_gradients(name, kw, make_input, train):
   inputs = make_input()
   plain = models.get_model(name).Model(num_classes=8, **kw)
   remat = models.get_model(name).Model(num_classes=8, remat=True, **kw)
-  params = plain.init(jax.random.key(0), *inputs)['params']
-  assert (jax.tree.structure(remat.init(jax.random.key(0), *inputs)['params'])
+  params = jax.jit(plain.init)(jax.random.key(0), *inputs)['params']
+  assert (jax.tree.structure(jax.eval_shape(remat.init, jax.random.key(0), *inputs)['params'])
           == jax.tree.structure(params))
   loss_a, grads_a = _loss_and_grads(plain, params, inputs, train)
   loss_b, grads_b = _loss_and_grads(remat, params, inputs, train)

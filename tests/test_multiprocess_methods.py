@@ -148,8 +148,10 @@ def test_every_method_in_two_processes_matches_one(methods_runs, name):
   assert steps == STEPS or name.startswith('dnc/'), (name, steps)  # DnC: its stages' steps.
   assert len(got['losses']) == steps, name
   # Step 1: the same parameters, the same batch. Contrastive losses (JEST's, MoCLR's) sum a
-  # logit matrix across devices, so they can differ by an ulp.
-  if not name.startswith(('jest', 'dnc/base', 'dnc/expert')):
+  # logit matrix across devices, so they can differ by an ulp; DnC's distillation targets are
+  # its experts' outputs, and each layout trained its own experts (measured once: 2e-7
+  # relative, on a loaded machine).
+  if not name.startswith(('jest', 'dnc/')):
     assert got['losses'][0] == want['losses'][0], name
   np.testing.assert_allclose(got['losses'], want['losses'], rtol=1e-6, err_msg=name)
   # Both processes hold the same replicated parameters, bit for bit.
@@ -173,12 +175,15 @@ def test_every_method_in_two_processes_matches_one(methods_runs, name):
 @pytest.mark.parametrize('name', ['score_cache', 'embedding_cache', 'rela_targets'])
 def test_offline_tools_in_two_processes_give_the_one_process_tables(methods_runs, name):
   """Each layout trained its own reference or prior, so the tables differ by the models'
-  float noise; ReLA's targets are z-scored PCA components (unit variance), whose weakest
-  directions amplify it (measured: at most 4e-6)."""
+  float noise (measured: JEST's unit-norm embeddings at most 2.9e-6 apart, 133 of 1.6M entries
+  beyond 1e-6; the bad-students scores far less); ReLA's targets are z-scored PCA components
+  (unit variance), whose weakest directions amplify it (measured: at most 4e-6). A wrong row or
+  id would be off by the entries' own size, O(0.1)."""
   multi, single = methods_runs
   for result in multi:
     np.testing.assert_allclose(result[name], single[name], rtol=1e-5,
-                               atol=2e-5 if name == 'rela_targets' else 1e-6, err_msg=name)
+                               atol={'rela_targets': 2e-5, 'embedding_cache': 1e-5}.get(name, 1e-6),
+                               err_msg=name)
 
 
 def test_divide_and_contrast_in_two_processes_makes_the_one_process_clusters(methods_runs):
