@@ -185,6 +185,10 @@ def build(ctx: base.Context) -> base.Built:
     return new_state, measurements
 
   def costs(whole, state, frozen):
+    if not sel['selecting'] and set(state) == {'learner'}:
+      # The whole step is the learner's (the residual below would make it so anyway): no
+      # second compile of it to say that.
+      return base.all_learner_train(whole, state, frozen)
     cost = _measure_categories(models, txs, state, frozen, ctx.batch_spec(sel['super_batch_size']),
                                ctx.batch_spec(b), sel=sel, loss=loss)
     # What the whole step holds beyond its pieces: selection overhead (sampler, gather), or,
