@@ -26,6 +26,8 @@ import argparse
 import json
 import os
 
+import numpy as np
+
 from experiments import analysis
 from experiments import sweep
 from experiments.jest import fig3_filter_ratio as fig3
@@ -44,10 +46,11 @@ def pairs(names) -> list[tuple[str, float, str, str]]:
 
 
 def finals(c) -> dict:
-  """A run's final zero-shot accuracy, retrieval and share of corrupted pairs selected."""
+  """A run's final zero-shot accuracy and retrieval, and the share of corrupted pairs it
+  selected (the mean over its evaluations' steps, as fig3_filter_ratio's tables)."""
   out = {'zeroshot': c['zeroshot'][-1], 'retrieval': fig3.retrieval(c)[-1]}
   if c.get('corrupted_selected'):
-    out['corrupted_selected'] = c['corrupted_selected'][-1]
+    out['corrupted_selected'] = float(np.mean(c['corrupted_selected']))
   return out
 
 
