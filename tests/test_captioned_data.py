@@ -1,11 +1,11 @@
 """Image-text data: captioned Fashion-MNIST (determinism, corruption, duplicates, rendering),
 tokenizers, and the ArrayRecord / TFDS image-text source."""
+import functools
 import pickle
 import sys
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from big_vision_style import datasets
 from big_vision_style import preprocess
@@ -303,29 +303,38 @@ def test_sentencepiece_tokenizer(ar_pairs, tmp_path, monkeypatch):
     tokenizers.get_tokenizer(f'sentencepiece:{prefix}.model', 8)
 
 
-class BvsTinyCaptions(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  """Like coco_captions: several captions per image, nested under captions/text."""
-  VERSION = tfds.core.Version('1.0.0')
+@functools.cache
+def _bvstinycaptions():
+  """The builder class, made on first use: importing TFDS imports TensorFlow (seconds of
+  CPU), which only the pytest worker running these tests should pay."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
-  def _info(self):
-    return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-        'image': tfds.features.Image(shape=(8, 8, 3)),
-        'captions': tfds.features.Sequence({'text': tfds.features.Text()}),
-    }))
+  class BvsTinyCaptions(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Like coco_captions: several captions per image, nested under captions/text."""
+    VERSION = tfds.core.Version('1.0.0')
 
-  def _split_generators(self, dl_manager):
-    del dl_manager
-    return {'train': self._generate_examples(0, 6), 'val': self._generate_examples(100, 2)}
+    def _info(self):
+      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+          'image': tfds.features.Image(shape=(8, 8, 3)),
+          'captions': tfds.features.Sequence({'text': tfds.features.Text()}),
+      }))
 
-  def _generate_examples(self, start, n):
-    rng = np.random.default_rng(start)
-    for key in range(start, start + n):
-      yield key, {'image': rng.integers(0, 256, (8, 8, 3), dtype=np.uint8),
-                  'captions': [{'text': f'red dress {key}'}, {'text': 'second caption'}]}
+    def _split_generators(self, dl_manager):
+      del dl_manager
+      return {'train': self._generate_examples(0, 6), 'val': self._generate_examples(100, 2)}
+
+    def _generate_examples(self, start, n):
+      rng = np.random.default_rng(start)
+      for key in range(start, start + n):
+        yield key, {'image': rng.integers(0, 256, (8, 8, 3), dtype=np.uint8),
+                    'captions': [{'text': f'red dress {key}'}, {'text': 'second caption'}]}
+
+
+  return BvsTinyCaptions
 
 
 def test_image_text_tfds_source(tmp_path, ar_pairs):
-  BvsTinyCaptions(data_dir=str(tmp_path), file_format='array_record').download_and_prepare()
+  _bvstinycaptions()(data_dir=str(tmp_path), file_format='array_record').download_and_prepare()
   config = {'name': 'image_text', 'format': 'tfds', 'tfds_name': 'bvs_tiny_captions',
             'data_dir': str(tmp_path), 'text_key': 'captions/text', 'test_split': 'val',
             'holdout_size': 2, 'tokenizer': ar_pairs['config']['tokenizer'], 'max_text_len': 8}

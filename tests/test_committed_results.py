@@ -15,6 +15,7 @@ import pytest
 
 from experiments.bad_students import reproduce_policy_comparison as bad_students
 from experiments.jest import gain_sweep
+from experiments.jest import joint_vs_independent
 from experiments.jest import reference_strength
 from experiments.jest import reproduce as jest_reproduce
 from experiments.jest import variants
@@ -68,6 +69,26 @@ def test_jest_results_regenerate_from_the_committed_curves(tmp_path):
   for name, r in summary['runs'].items():
     finals = [c['zeroshot'][-1] for c in curves[name].values()]
     assert math.isclose(r['final']['std'], np.std(finals, ddof=1), rel_tol=1e-12)
+
+
+def test_jest_v2_results_regenerate_from_the_committed_curves(tmp_path):
+  folder = os.path.join(RESULTS, 'jest', 'v2')
+  jest_reproduce.regenerate(folder, str(tmp_path))
+  _same_files(str(tmp_path), folder, ['summary.json', 'curves.json', 'table.md',
+                                      'fig2_sampler.png', 'fig3_filter_ratio.png',
+                                      'fig3_curves.png', 'fig4_flops.png'])
+
+
+def test_jest_joint_vs_independent_regenerates_from_its_committed_curves(tmp_path):
+  folder = os.path.join(RESULTS, 'jest', 'v2', 'joint_vs_independent')
+  joint_vs_independent.main(['--regenerate_from', folder, '--out', str(tmp_path)])
+  _same_files(str(tmp_path), folder, ['summary.json', 'curves.json', 'table.md',
+                                      'joint_vs_independent.png'])
+  pair = _load(folder, 'summary.json')['pairs']['learnability_f0.8']
+  diffs = [r['joint']['zeroshot'] - r['independent']['zeroshot']
+           for r in pair['per_seed'].values()]
+  assert pair['zeroshot']['seeds'] == [str(s) for s in range(3, 11)]
+  assert math.isclose(pair['zeroshot']['std'], np.std(diffs, ddof=1), rel_tol=1e-12)
 
 
 def test_jest_analysis_of_run_logs_gives_the_committed_summary(tmp_path):

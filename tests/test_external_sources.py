@@ -1,14 +1,13 @@
 """ArrayRecord and TFDS sources on tiny datasets written to tmp dirs (offline, a few seconds)."""
+import functools
 import pickle
 
 import grain
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from big_vision_style import datasets
 from big_vision_style.datasets import array_record
-from big_vision_style.datasets import tfds_source
 
 NUM_TRAIN, NUM_TEST, NUM_CLASSES, HOLDOUT = 40, 10, 3, 8
 
@@ -134,33 +133,42 @@ def test_array_record_errors(tmp_path, ar_data):
 # A tiny TFDS dataset, built offline. skip_registration keeps it out of the global registry
 # (so re-imports don't clash); tfds.builder then finds it by name from the prepared files, just
 # like a custom dataset prepared on another machine.
-class BvsTinyImages(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  VERSION = tfds.core.Version('1.0.0')
+@functools.cache
+def _bvstinyimages():
+  """The builder class, made on first use: importing TFDS imports TensorFlow (seconds of
+  CPU), which only the pytest worker running these tests should pay."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
-  def _info(self):
-    return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-        'image': tfds.features.Image(shape=(8, 8, 3)),
-        'label': tfds.features.ClassLabel(num_classes=NUM_CLASSES),
-        'key': np.int64,  # To check that splits partition the generated examples.
-    }))
+  class BvsTinyImages(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    VERSION = tfds.core.Version('1.0.0')
 
-  def _split_generators(self, dl_manager):
-    del dl_manager
-    # Like imagenet2012: labelled `train` and `validation`, no `test`.
-    return {'train': self._generate_examples(0, NUM_TRAIN),
-            'validation': self._generate_examples(1000, NUM_TEST)}
+    def _info(self):
+      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+          'image': tfds.features.Image(shape=(8, 8, 3)),
+          'label': tfds.features.ClassLabel(num_classes=NUM_CLASSES),
+          'key': np.int64,  # To check that splits partition the generated examples.
+      }))
 
-  def _generate_examples(self, start, n):
-    rng = np.random.default_rng(start)
-    for key in range(start, start + n):
-      yield key, {'image': rng.integers(0, 256, (8, 8, 3), dtype=np.uint8),
-                  'label': key % NUM_CLASSES, 'key': key}
+    def _split_generators(self, dl_manager):
+      del dl_manager
+      # Like imagenet2012: labelled `train` and `validation`, no `test`.
+      return {'train': self._generate_examples(0, NUM_TRAIN),
+              'validation': self._generate_examples(1000, NUM_TEST)}
+
+    def _generate_examples(self, start, n):
+      rng = np.random.default_rng(start)
+      for key in range(start, start + n):
+        yield key, {'image': rng.integers(0, 256, (8, 8, 3), dtype=np.uint8),
+                    'label': key % NUM_CLASSES, 'key': key}
+
+
+  return BvsTinyImages
 
 
 @pytest.fixture(scope='module')
 def tfds_dir(tmp_path_factory):
   data_dir = tmp_path_factory.mktemp('tfds')
-  BvsTinyImages(data_dir=str(data_dir), file_format='array_record').download_and_prepare()
+  _bvstinyimages()(data_dir=str(data_dir), file_format='array_record').download_and_prepare()
   return str(data_dir)
 
 
@@ -170,6 +178,7 @@ def _tfds_config(data_dir, **kwargs):
 
 
 def test_tfds_source_splits_ids_and_records(tfds_dir):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (see _bvstinyimages)
   sources = {s: datasets.get_source(_tfds_config(tfds_dir), s)
              for s in ('train', 'holdout', 'test')}
   reference = {s: tfds.data_source('bvs_tiny_images', split=s, data_dir=tfds_dir, download=False)
@@ -215,6 +224,7 @@ def test_tfds_source_unknown_split_names_the_fix(tfds_dir):
 
 @pytest.mark.parametrize('name', ['bvs_no_such_dataset', 'mnist'])  # Unknown / known to tfds.
 def test_tfds_source_missing_dataset_says_how_to_fix(tmp_path, name):
+  from big_vision_style.datasets import tfds_source  # pylint: disable=g-import-not-at-top
   with pytest.raises(tfds_source.DatasetNotPreparedError) as info:
     datasets.get_source({'name': f'tfds:{name}', 'data_dir': str(tmp_path)}, 'train')
   message = str(info.value)
@@ -224,6 +234,7 @@ def test_tfds_source_missing_dataset_says_how_to_fix(tmp_path, name):
 
 
 def test_tfds_source_tfrecord_only_dataset_says_how_to_fix(tmp_path):
-  BvsTinyImages(data_dir=str(tmp_path), file_format='tfrecord').download_and_prepare()
+  from big_vision_style.datasets import tfds_source  # pylint: disable=g-import-not-at-top
+  _bvstinyimages()(data_dir=str(tmp_path), file_format='tfrecord').download_and_prepare()
   with pytest.raises(tfds_source.DatasetNotPreparedError, match='convert_format'):
     datasets.get_source(_tfds_config(str(tmp_path)), 'train')
