@@ -41,14 +41,15 @@ def _register_array_handler():
   except ImportError:
     store = None
   absl = logging.getLogger('absl')  # Orbax warns that it overrides its default: we mean to.
-  level, absl.level = absl.level, logging.ERROR
+  level = absl.level
+  absl.setLevel(logging.ERROR)  # setLevel, not .level =: it also clears the logger's cache.
   try:
     ocp.type_handlers.register_type_handler(
         jax.Array, ocp.type_handlers.ArrayHandler(
             min_slice_bytes_for_replica_parallel=MIN_SLICE_BYTES_FOR_REPLICA_PARALLEL,
             array_metadata_store=store), override=True)
   finally:
-    absl.level = level
+    absl.setLevel(level)
 
 
 _register_array_handler()
