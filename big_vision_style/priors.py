@@ -1,8 +1,9 @@
 """Frozen prior models for ReLA, by kind (`config.rela.prior.kind`):
 
-  checkpoint      the learner of a finished run of this trainer, by workdir (e.g. a small CNN
+  checkpoint      the learner of a finished run of this trainer, by workdir (e.g. a small ViT
                   trained on the held-out split, on half of its classes, or on scikit-learn's
-                  digits: experiments/rela/prior.py);
+                  digits: experiments/rela/prior.py); `params_key` picks a subtree of the
+                  learner's parameters, e.g. 'encoder' of a BYOL run (a label-free prior);
   random          a randomly initialised network (seeded): the weakest free prior;
   big_vision_npz  a public big_vision ViT / SigLIP image tower, an .npz of '/'-joined parameter
                   names (TPU users; `load_big_vision_npz` maps the names onto models/vit.py).
@@ -49,6 +50,12 @@ def load(prior_cfg, image_shape):
       raise ValueError('config.rela.prior.workdir is empty: set it to the workdir of a finished '
                        'prior run (experiments/rela/prior.py).')
     params, ckpt_meta = checkpointing.load_trained_params(prior_cfg['workdir'])
+    key = prior_cfg.get('params_key')
+    if key:
+      if key not in params:
+        raise KeyError(f'config.rela.prior.params_key={key!r}: the learner in '
+                       f'{prior_cfg["workdir"]} has {sorted(params)}.')
+      params = params[key]
     meta['workdir'] = prior_cfg['workdir']
     meta['train_flops'] = float(sum(ckpt_meta['flops'].values()))
   else:

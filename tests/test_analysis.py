@@ -281,7 +281,7 @@ def test_rela_analysis_gives_the_previous_table_and_numbers(tmp_path, capsys):
   args = argparse.Namespace(workdir=str(tmp_path / 'w'), out=str(tmp_path / 'out'),
                             seeds=[0, 1], objectives=['byol', 'supervised'],
                             priors=['none', 'holdout'], budgets=[0.1, 1.0], epochs=6.0,
-                            batch=128)
+                            batch=128, lr=2e-3)
   summary = rela.analyze(args)
   assert (tmp_path / 'out' / 'table.md').read_text() == _expected('rela_table.md')
   assert capsys.readouterr().out == _expected('rela_table.md')

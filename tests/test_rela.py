@@ -19,6 +19,7 @@ from big_vision_style import score_cache
 from big_vision_style import train
 from big_vision_style import views
 from big_vision_style.evaluators import linear_probe
+from experiments.rela import common
 from experiments.rela import prior as prior_config
 from experiments.rela import table1
 from tests.helpers import override
@@ -346,6 +347,30 @@ def test_byol_with_rela_resumes_bit_exactly_across_the_switch(prior_setup):
   assert rows_a[-1]['flops/prior_embedding'] == pytest.approx(meta['flops'])
   assert rows_a[-1]['flops/prior_train'] == pytest.approx(meta['prior_train_flops'])
   assert 0.1 < rows_a[-1]['eval/probe/accuracy'] <= 1.0
+
+
+def test_label_free_prior_is_the_encoder_of_a_byol_run(tmp_path):
+  """prior=byol_holdout: a BYOL run on the held-out split, whose online encoder alone embeds."""
+  root = str(tmp_path)
+  config = prior_config.get_config('prior=byol_holdout,runlocal')
+  assert config.objective == 'byol' and config.input.split == 'holdout'
+  assert 'label_smoothing' not in config  # BYOL's loss takes no labels.
+  full = prior_config.get_config('prior=byol_holdout')
+  assert full.model.width == common.LOCAL_PRIOR_MODEL['width'] and full.total_epochs == 60
+  assert full.optax.lr == 4e-3
+  train.train(config, f'{root}/priors/byol_holdout')
+  student = _student_config(root, 'prior=byol_holdout')
+  assert student.rela.prior.params_key == 'encoder'
+  trained, _ = checkpointing.load_trained_params(f'{root}/priors/byol_holdout')
+  assert {'encoder', 'projector', 'predictor', 'classifier'} <= set(trained)
+  _, params, meta = priors.load(student.rela.prior, (1, 28, 28, 1))
+  jax.tree.map(np.testing.assert_array_equal, params,
+               {k: v for k, v in trained['encoder'].items() if k not in ('head', 'pre_logits')})
+  assert meta['train_flops'] > 0  # Its BYOL training counts as the prior's cost.
+  ids, targets, _ = rela_targets.compute_targets(student)
+  assert len(ids) == TRAIN_SIZE and np.isfinite(targets).all()
+  with pytest.raises(KeyError, match="params_key='backbone'"):
+    priors.load({**student.rela.prior, 'params_key': 'backbone'}, (1, 28, 28, 1))
 
 
 def test_bad_inputs_fail_clearly(prior_setup, tmp_path):

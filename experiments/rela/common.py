@@ -26,8 +26,11 @@ import ml_collections
 
 from big_vision_style import config_utils
 
-PRIORS = ('none', 'random', 'digits', 'half_classes', 'holdout')
-TRAINED_PRIORS = ('digits', 'half_classes', 'holdout')  # Local priors that need a training run.
+PRIORS = ('none', 'random', 'digits', 'half_classes', 'holdout', 'byol_holdout')
+# Local priors that need a training run (experiments/rela/prior.py).
+TRAINED_PRIORS = ('digits', 'half_classes', 'holdout', 'byol_holdout')
+# Priors whose checkpoint is a BYOL run: the prior is its online encoder.
+BYOL_PRIORS = ('byol_holdout',)
 BUDGETS = (0.1, 0.2, 0.5, 1.0)
 
 LOCAL_STUDENT = dict(width=64, depth=2, mlp_dim=128, num_heads=2, patch_size=(7, 7),
@@ -92,8 +95,11 @@ def prior_spec(arg) -> dict:
                 model=model)
   if arg.prior == 'random':
     return dict(kind='random', model_name='vit', model=dict(LOCAL_PRIOR_MODEL), seed=0)
-  return dict(kind='checkpoint', workdir=prior_workdir(arg.root, arg.prior), model_name='vit',
+  spec = dict(kind='checkpoint', workdir=prior_workdir(arg.root, arg.prior), model_name='vit',
               model=dict(LOCAL_PRIOR_MODEL))
+  if arg.prior in BYOL_PRIORS:
+    spec['params_key'] = 'encoder'
+  return spec
 
 
 def base_config(arg) -> ml_collections.ConfigDict:

@@ -6,7 +6,13 @@ Local priors (the ViT of common.LOCAL_PRIOR_MODEL), weakest to strongest after `
   digits        scikit-learn's 8x8 digits, upsampled to 28x28 (1,437 training images; out of
                 domain: strokes, not clothes);
   half_classes  the held-out Fashion-MNIST split, classes 0-4 only (about 5k images);
-  holdout       the whole held-out split (10k images, disjoint from the student's `train`).
+  holdout       the whole held-out split (10k images, disjoint from the student's `train`);
+  byol_holdout  BYOL on the same held-out split, without labels (the paper's Table 1 priors are
+                self-supervised models and CLIP; the three above are trained with labels).
+                Its schedule is the strong BYOL baseline's (results/rela/strong_baseline: lr
+                4e-3, BYOL's views) for as many images as that baseline sees: 60 epochs of
+                10k = 12 epochs of the 50k `train`. Only its encoder becomes the prior (its
+                online classifier, trained on detached features for monitoring, is dropped).
 
   python -m big_vision_style.train --config experiments/rela/prior.py:prior=digits \
       --workdir workdirs/rela/priors/digits
@@ -14,6 +20,9 @@ Local priors (the ViT of common.LOCAL_PRIOR_MODEL), weakest to strongest after `
   ...prior.py:tpu,prior=cifar10 --workdir gs://BUCKET/rela/priors/cifar10
 
 Args: prior, epochs (0: the prior's default), seed, runlocal, tpu.
+
+The label-free prior's run reports the linear probe of its encoder (fitted on `train`, scored on
+`test`) as eval/probe/accuracy, the others their classifier's test accuracy.
 
 TPU slice (`:tpu`): v4-8 (4 chips), the smallest: the ImageNet prior 10.7 GiB per chip of 30.75
 (results/aot: compiled ahead of time with libtpu 0.0.42.1, bf16 matmuls).
@@ -31,6 +40,9 @@ LOCAL = {
     'holdout': (dict(name='fashion_mnist', data_dir=None, holdout_size=10_000, split_seed=0),
                 'holdout', 20),
 }
+# The label-free prior: BYOL (experiments/rela/common.py's student recipe) on the held-out split
+# with the prior's model; (training split, epochs, lr).
+SELF_SUPERVISED = {'byol_holdout': ('holdout', 60, 4e-3)}
 TPU = {
     'cifar10': (dict(name='tfds:cifar10', data_dir=None, holdout_size=0, test_split='test'),
                 'train', 200, 32, 'S/4'),
@@ -44,10 +56,12 @@ TPU = {
 def get_config(arg=None):
   arg = config_utils.parse_arg(arg, prior='holdout', epochs=0.0, seed=0, runlocal=False,
                                tpu=False)
-  table = TPU if arg.tpu else LOCAL
+  table = TPU if arg.tpu else {**LOCAL, **SELF_SUPERVISED}
   if arg.prior not in table:
     raise ValueError(f'prior={arg.prior!r}: trained priors are {", ".join(table)} (random needs '
                      'no training).')
+  if arg.prior in SELF_SUPERVISED:
+    return _self_supervised(arg)
   config = ml_collections.ConfigDict()
   config.seed = arg.seed
   if arg.tpu:
@@ -82,4 +96,16 @@ def get_config(arg=None):
     config.log_training_steps = 4
     config.ckpt_steps = 8
     config.evals.test.update(log_steps=8, batch_size=512)
+  return config
+
+
+def _self_supervised(arg) -> ml_collections.ConfigDict:
+  """A BYOL run of the prior's model on its split: the encoder never sees a label."""
+  split, epochs, lr = SELF_SUPERVISED[arg.prior]
+  config = common.base_config(common.parse(
+      f'objective=byol,prior=none,ratio=1.0,seed={arg.seed},epochs={arg.epochs or epochs},'
+      f'lr={lr}' + (',runlocal' if arg.runlocal else '')))
+  config.input.split = split
+  if not arg.runlocal:
+    config.model = dict(common.LOCAL_PRIOR_MODEL)
   return config

@@ -2,12 +2,15 @@ r"""Local reproduction of ReLA's Table 1 on Fashion-MNIST, and its analysis.
 
   python -m experiments.rela.reproduce_table1 --workdir workdirs/rela --out results/rela
 
-1. Trains the priors (experiments/rela/prior.py: digits, half_classes, holdout; `random` needs
-   no training) and computes each prior's targets once (rela_targets.py).
+1. Trains the priors (experiments/rela/prior.py: digits, half_classes, holdout, and the label-
+   free byol_holdout; `random` needs no training) and computes each prior's targets once
+   (rela_targets.py).
 2. For each seed, objective (BYOL: linear-probe accuracy on the test split; supervised: test
    accuracy) and budget r in 10/20/50%: a plain run and a ReLA run with every prior; plus the
    plain run at 100%. Every budget trains the same number of epochs (`--epochs`), each over a
-   fresh random r of the 50k `train` split. 3 seeds x 2 objectives x 16 runs = 96 runs.
+   fresh random r of the 50k `train` split. 3 seeds x 2 objectives x 19 runs = 114 runs.
+   `--epochs` and `--lr` set every student's schedule (the committed results/rela table: 6 and
+   2e-3; results/rela/strong_baseline's tuned BYOL: 12 and 4e-3).
 Finished runs are skipped (their `final.json`), unfinished ones resume from their checkpoint,
 so the command can be rerun after an interruption. Runs share compiled programs through JAX's
 persistent compilation cache (`<workdir>/jax_cache`): the runs of one seed and budget differ
@@ -90,7 +93,7 @@ def prepare_priors(args):
 
 def _arg(args, objective, prior, budget, seed):
   return (f'objective={objective},prior={prior},ratio={budget},seed={seed},epochs={args.epochs},'
-          f'batch={args.batch},root={args.workdir}')
+          f'lr={args.lr},batch={args.batch},root={args.workdir}')
 
 
 def student_runs(args) -> list[sweep.Run]:
@@ -166,7 +169,7 @@ def _cell(objective, finals: dict) -> dict:
 
 def analyze_finals(finals: dict, args, curves: dict | None = None) -> dict:
   """summary.json, table.md, curves.json (when `curves`) and accuracy.png from every run's final
-  row (`collect`); `args`: out, epochs, seeds, priors, budgets."""
+  row (`collect`); `args`: out, epochs, lr, seeds, priors, budgets."""
   summary = {}
   for objective, prior, budget in grid(args):
     cell = finals.get(objective, {}).get(prior, {}).get(f'{budget:.1f}')
@@ -185,7 +188,8 @@ def analyze_finals(finals: dict, args, curves: dict | None = None) -> dict:
                                                               none['1.0']['per_seed'])
   os.makedirs(args.out, exist_ok=True)
   with open(os.path.join(args.out, 'summary.json'), 'w') as f:
-    json.dump({'metric': METRIC, 'epochs': args.epochs, 'seeds': args.seeds, 'std_ddof': DDOF,
+    json.dump({'metric': METRIC, 'epochs': args.epochs, 'lr': args.lr, 'seeds': args.seeds,
+               'std_ddof': DDOF,
                **summary}, f, indent=1)
   if curves:
     with open(os.path.join(args.out, 'curves.json'), 'w') as f:
@@ -216,6 +220,7 @@ def regenerate(results: str, out: str) -> dict:
                    'flops/total_free_prior': e['flops_total_free_prior']}
             for seed, accuracy in e['per_seed'].items()}
   args = argparse.Namespace(out=out, epochs=committed['epochs'], seeds=committed['seeds'],
+                            lr=committed.get('lr', common.ARGS['lr']),
                             objectives=[o for o in OBJECTIVES if o in committed],
                             priors=priors, budgets=sorted(budgets))
   return analyze_finals(finals, args)
@@ -227,7 +232,7 @@ def _table(summary, args) -> str:
   lines = []
   for objective, by_prior in summary.items():
     rows, diffs = [], []
-    for prior in args.priors:
+    for prior in (p for p in args.priors if p in by_prior):  # Rows of the priors that ran.
       cells, same, full = [], [], []
       for b in budgets:
         e = by_prior.get(prior, {}).get(b)
@@ -293,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument('--priors', default=','.join(common.PRIORS))
   parser.add_argument('--budgets', default=','.join(map(str, common.BUDGETS)))
   parser.add_argument('--epochs', type=float, default=common.ARGS['epochs'])
+  parser.add_argument('--lr', type=float, default=common.ARGS['lr'])
   parser.add_argument('--batch', type=int, default=common.ARGS['batch'])
   parser.add_argument('--regenerate_from', default='',
                       help='A results folder: redo its summary, table and plot from its '
