@@ -28,21 +28,30 @@ from experiments import analysis
 from experiments.jest import grid
 
 
+def embed_super_batch(config, learner_dir: str, reference_dir: str, size: int):
+  """(learner embeddings, reference embeddings, raw items) of `size` training pairs drawn
+  without replacement by a fixed rng (seed 0), so every probe of one config sees the same
+  super-batch; the two models are the finished runs in the two workdirs."""
+  model = models.get_model('two_towers').Model(**config.model)
+  learner, _ = checkpointing.load_trained_params(learner_dir)
+  reference, _ = checkpointing.load_trained_params(reference_dir)
+  source = datasets.get_source(config.data, 'train')
+  pp = preprocess.make(**dict(config.input.pp))
+  items = [source[int(i)] for i in np.random.default_rng(0).choice(len(source), size, False)]
+  rows = [pp(item) for item in items]
+  images = jnp.asarray(np.stack([r['image'] for r in rows]))
+  texts = jnp.asarray(np.stack([r['text'] for r in rows]))
+  return (image_text.embed(model, learner, images, texts),
+          image_text.embed(model, reference, images, texts), items)
+
+
 def sampler_quality(args) -> dict:
   """Learnability (per pair, sum of S over the b x b chosen pairs / b) on one super-batch."""
   learner_dir = grid.run_dir(args.workdir, 'uniform', args.seeds[0])
   config = grid.run_config(args, 'learnability_joint_f0.8', args.seeds[0])
-  model = models.get_model('two_towers').Model(**config.model)
-  learner, _ = checkpointing.load_trained_params(learner_dir)
-  ref, _ = checkpointing.load_trained_params(grid.reference_dir(args, 'curated'))
-  source = datasets.get_source(config.data, 'train')
-  pp = preprocess.make(**dict(config.input.pp))
   size = 640
-  rows = [pp(source[i]) for i in np.random.default_rng(0).choice(len(source), size, False)]
-  images = jnp.asarray(np.stack([r['image'] for r in rows]))
-  texts = jnp.asarray(np.stack([r['text'] for r in rows]))
-  emb_l = image_text.embed(model, learner, images, texts)
-  emb_r = image_text.embed(model, ref, images, texts)
+  emb_l, emb_r, _ = embed_super_batch(config, learner_dir, grid.reference_dir(args, 'curated'),
+                                      size)
   scores = jest.dense_score_matrix(emb_l, emb_r, policy='learnability')
   mesh = sharding.make_mesh(1)
   out = {'super_batch': size, 'gain': float(config.selection.gain)}

@@ -3,13 +3,16 @@ null joint-vs-independent result (joint_vs_independent.py), without training.
 
   python -m experiments.jest.gain_probe --workdir workdirs/jest_v2_paired \
       --run learnability_joint_f0.8 --seed 3 --out results/jest/v2/gain_probe.json
+  python -m experiments.jest.gain_probe --workdir workdirs/jest_v2_paired \
+      --run learnability_joint_f0.9 --seed 3 --super_batch 1280 \
+      --out results/jest/v2/gain_probe_f0.9.json
 
-On one super-batch of B = 640 training pairs scored by a trained learner (the final learner of
-`--run` at `--seed`) and the run's curated reference, for each gain g (the multiplier of the
-learnability scores before the sampler's softmax; the configs use 1): the per-pair
-learnability (sum of the chosen b x b block of the learnability matrix over b, as Fig. 2) of
-b = 128 pairs (f = 0.8) chosen by the chunked joint sampler (16 chunks), by independent
-sampling from softmax(g S_ii), and, as the two ends, by a uniform draw and by the top b of
+On one super-batch of B training pairs (640: f = 0.8; `--super_batch 1280`: f = 0.9) scored
+by a trained learner (the final learner of `--run` at `--seed`) and the run's curated
+reference, for each gain g (the multiplier of the learnability scores before the sampler's
+softmax; the configs use 1): the per-pair learnability (sum of the chosen b x b block of the
+learnability matrix over b, as Fig. 2) of b = 128 pairs chosen by the chunked joint sampler
+(16 chunks), by independent sampling from softmax(g S_ii), and, as the two ends, by a uniform draw and by the top b of
 S_ii; the overlap of the joint and independent selections (share of b); and the share of
 corrupted pairs each one selects (the pool's rate is 30%). Means over `--draws` draws, with
 each draw kept. Deterministic given the run's checkpoint.
@@ -24,15 +27,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from big_vision_style import checkpointing
-from big_vision_style import datasets
-from big_vision_style import image_text
-from big_vision_style import models
-from big_vision_style import preprocess
 from big_vision_style import sharding
 from big_vision_style.selection import jest
 from big_vision_style.selection import jest_gibbs
 from experiments import analysis
+from experiments.jest import fig2_sampler
 from experiments.jest import grid
 
 GAINS = (1.0, 3.0, 10.0, 30.0, 100.0)
@@ -43,19 +42,9 @@ def probe(workdir: str, run: str, seed: int, *, gains=GAINS, draws: int = 8, siz
   args = argparse.Namespace(workdir=workdir, benchmark='v2', steps=1600, eval_every=100,
                             gain=None, reuse=False)
   config = grid.run_config(args, run, seed)
-  model = models.get_model('two_towers').Model(**config.model)
-  learner, _ = checkpointing.load_trained_params(grid.run_dir(workdir, run, seed))
-  ref, _ = checkpointing.load_trained_params(grid.reference_dir(args, 'curated'))
-  source = datasets.get_source(config.data, 'train')
-  pp = preprocess.make(**dict(config.input.pp))
-  picked = np.random.default_rng(0).choice(len(source), size, False)
-  items = [source[int(i)] for i in picked]
-  rows = [pp(item) for item in items]
+  emb_l, emb_r, items = fig2_sampler.embed_super_batch(
+      config, grid.run_dir(workdir, run, seed), grid.reference_dir(args, 'curated'), size)
   corrupted = np.asarray([int(item['corruption']) != 0 for item in items])
-  images = jnp.asarray(np.stack([r['image'] for r in rows]))
-  texts = jnp.asarray(np.stack([r['text'] for r in rows]))
-  emb_l = image_text.embed(model, learner, images, texts)
-  emb_r = image_text.embed(model, ref, images, texts)
   scores = jest.dense_score_matrix(emb_l, emb_r, policy='learnability')
   mesh = sharding.make_mesh(1)
 
@@ -110,9 +99,11 @@ def main(argv=None):
   parser.add_argument('--run', default='learnability_joint_f0.8')
   parser.add_argument('--seed', type=int, default=3)
   parser.add_argument('--draws', type=int, default=8)
+  parser.add_argument('--super_batch', type=int, default=640,
+                      help='B; the probe selects b = 128 of it (640: f = 0.8, 1280: f = 0.9).')
   parser.add_argument('--out', default='results/jest/v2/gain_probe.json')
   args = parser.parse_args(argv)
-  out = probe(args.workdir, args.run, args.seed, draws=args.draws)
+  out = probe(args.workdir, args.run, args.seed, draws=args.draws, size=args.super_batch)
   out['command'] = analysis.command('experiments.jest.gain_probe', args)
   os.makedirs(os.path.dirname(args.out) or '.', exist_ok=True)
   with open(args.out, 'w') as f:

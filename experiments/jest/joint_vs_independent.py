@@ -8,6 +8,9 @@ easy_reference_joint_f0.8,easy_reference_independent_f0.8
       --steps 1600 --ref_epochs 15 --runs $RUNS --seeds 3,4,5,6,7,8,9,10 --parallel 2 --runs_only
   python -m experiments.jest.joint_vs_independent --workdir workdirs/jest_v2_paired \
       --seeds 3,4,5,6,7,8,9,10 --out results/jest/v2/joint_vs_independent
+  # f = 0.9 in another workdir, with the committed f = 0.8 curves beside it:
+  python -m experiments.jest.joint_vs_independent --workdir workdirs/jest_v2_paired_f0.9 \
+      --merge_from results/jest/v2/joint_vs_independent --out results/jest/v2/joint_vs_independent
   # The tables and the figure again from the committed per-seed curves (no workdirs):
   python -m experiments.jest.joint_vs_independent \
       --regenerate_from results/jest/v2/joint_vs_independent --out results/jest/v2/joint_vs_independent
@@ -173,6 +176,9 @@ def main(argv=None):
   parser.add_argument('--out', default='results/jest/v2/joint_vs_independent')
   parser.add_argument('--regenerate_from', default='',
                       help='A results folder: redo it from its curves.json (no workdirs).')
+  parser.add_argument('--merge_from', default='',
+                      help='A results folder whose committed curves.json adds the runs the '
+                      'workdir does not have (e.g. f = 0.8 beside a workdir of f = 0.9 runs).')
   args = parser.parse_args(argv)
   if args.regenerate_from:
     with open(os.path.join(args.regenerate_from, 'curves.json')) as f:
@@ -182,6 +188,9 @@ def main(argv=None):
   else:
     args.seeds = [int(s) for s in args.seeds.split(',')]
     curves = curves_of(args.workdir, args.seeds)
+    if args.merge_from:
+      with open(os.path.join(args.merge_from, 'curves.json')) as f:
+        curves = {**json.load(f), **curves}  # The workdir's runs take precedence.
     if not curves:
       raise SystemExit(f'No finished pair runs in {args.workdir}: train them first (module doc).')
     command = analysis.command('experiments.jest.joint_vs_independent', args)
