@@ -365,7 +365,7 @@ def test_label_free_prior_is_the_encoder_of_a_byol_run(tmp_path):
   assert {'encoder', 'projector', 'predictor', 'classifier'} <= set(trained)
   _, params, meta = priors.load(student.rela.prior, (1, 28, 28, 1))
   jax.tree.map(np.testing.assert_array_equal, params,
-               {k: v for k, v in trained['encoder'].items() if k not in ('head', 'pre_logits')})
+               {k: v for k, v in trained['encoder'].items() if k not in priors._HEADS})
   assert meta['train_flops'] > 0  # Its BYOL training counts as the prior's cost.
   ids, targets, _ = rela_targets.compute_targets(student)
   assert len(ids) == TRAIN_SIZE and np.isfinite(targets).all()

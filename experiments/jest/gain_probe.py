@@ -12,8 +12,8 @@ by a trained learner (the final learner of `--run` at `--seed`) and the run's cu
 reference, for each gain g (the multiplier of the learnability scores before the sampler's
 softmax; the configs use 1): the per-pair learnability (sum of the chosen b x b block of the
 learnability matrix over b, as Fig. 2) of b = 128 pairs chosen by the chunked joint sampler
-(16 chunks), by independent sampling from softmax(g S_ii), and, as the two ends, by a uniform draw and by the top b of
-S_ii; the overlap of the joint and independent selections (share of b); and the share of
+(16 chunks), by independent sampling from softmax(g S_ii), and, as the two ends, by a uniform
+draw and by the top b of S_ii; the overlap of the joint and independent selections (share of b); and the share of
 corrupted pairs each one selects (the pool's rate is 30%). Means over `--draws` draws, with
 each draw kept. Deterministic given the run's checkpoint.
 """

@@ -29,8 +29,9 @@ from big_vision_style import config_utils
 PRIORS = ('none', 'random', 'digits', 'half_classes', 'holdout', 'byol_holdout')
 # Local priors that need a training run (experiments/rela/prior.py).
 TRAINED_PRIORS = ('digits', 'half_classes', 'holdout', 'byol_holdout')
-# Priors whose checkpoint is a BYOL run: the prior is its online encoder.
-BYOL_PRIORS = ('byol_holdout',)
+# Label-free local priors: a BYOL run of the prior's model (experiments/rela/prior.py), whose
+# online encoder is the prior; name -> (training split, epochs, lr).
+BYOL_PRIORS = {'byol_holdout': ('holdout', 60, 4e-3)}
 BUDGETS = (0.1, 0.2, 0.5, 1.0)
 
 LOCAL_STUDENT = dict(width=64, depth=2, mlp_dim=128, num_heads=2, patch_size=(7, 7),

@@ -40,9 +40,6 @@ LOCAL = {
     'holdout': (dict(name='fashion_mnist', data_dir=None, holdout_size=10_000, split_seed=0),
                 'holdout', 20),
 }
-# The label-free prior: BYOL (experiments/rela/common.py's student recipe) on the held-out split
-# with the prior's model; (training split, epochs, lr).
-SELF_SUPERVISED = {'byol_holdout': ('holdout', 60, 4e-3)}
 TPU = {
     'cifar10': (dict(name='tfds:cifar10', data_dir=None, holdout_size=0, test_split='test'),
                 'train', 200, 32, 'S/4'),
@@ -56,11 +53,11 @@ TPU = {
 def get_config(arg=None):
   arg = config_utils.parse_arg(arg, prior='holdout', epochs=0.0, seed=0, runlocal=False,
                                tpu=False)
-  table = TPU if arg.tpu else {**LOCAL, **SELF_SUPERVISED}
+  table = TPU if arg.tpu else {**LOCAL, **common.BYOL_PRIORS}
   if arg.prior not in table:
     raise ValueError(f'prior={arg.prior!r}: trained priors are {", ".join(table)} (random needs '
                      'no training).')
-  if arg.prior in SELF_SUPERVISED:
+  if arg.prior in common.BYOL_PRIORS:
     return _self_supervised(arg)
   config = ml_collections.ConfigDict()
   config.seed = arg.seed
@@ -101,7 +98,7 @@ def get_config(arg=None):
 
 def _self_supervised(arg) -> ml_collections.ConfigDict:
   """A BYOL run of the prior's model on its split: the encoder never sees a label."""
-  split, epochs, lr = SELF_SUPERVISED[arg.prior]
+  split, epochs, lr = common.BYOL_PRIORS[arg.prior]
   config = common.base_config(common.parse(
       f'objective=byol,prior=none,ratio=1.0,seed={arg.seed},epochs={arg.epochs or epochs},'
       f'lr={lr}' + (',runlocal' if arg.runlocal else '')))
